@@ -1,0 +1,71 @@
+// Logging: stderr in the foreground, syslog when daemonized.
+// Speaks the syslog(3) datagram format of RFC 3164 over the unix(7) socket
+// /dev/log, facility LOG_DAEMON, ident "atopacctd" with the pid.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	logDaemon  = 3 << 3 // LOG_DAEMON
+	logErr     = 3      // LOG_ERR
+	logWarning = 4      // LOG_WARNING
+	logNotice  = 5      // LOG_NOTICE
+	logInfo    = 6      // LOG_INFO
+	syslogPath = "/dev/log"
+)
+
+// logger writes short lines to stderr, or to syslog without ever blocking:
+// a line that syslog cannot take at once is dropped.
+type logger struct {
+	stderr io.Writer // nil when daemonized
+	fd     int       // syslog socket, -1 when not connected
+	pid    int
+}
+
+func newLogger(stderr io.Writer) *logger {
+	return &logger{stderr: stderr, fd: -1, pid: os.Getpid()}
+}
+
+func (l *logger) errorf(format string, args ...any)  { l.printf(logErr, format, args...) }
+func (l *logger) warnf(format string, args ...any)   { l.printf(logWarning, format, args...) }
+func (l *logger) noticef(format string, args ...any) { l.printf(logNotice, format, args...) }
+func (l *logger) infof(format string, args ...any)   { l.printf(logInfo, format, args...) }
+
+func (l *logger) printf(pri int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if l.stderr != nil {
+		fmt.Fprintf(l.stderr, "atopacctd: %s\n", msg)
+		return
+	}
+	line := fmt.Sprintf("<%d>%s atopacctd[%d]: %s", logDaemon|pri, time.Now().Format(time.Stamp), l.pid, msg)
+	for try := 0; try < 2; try++ {
+		if l.fd < 0 && !l.connect() {
+			return
+		}
+		if _, err := unix.Write(l.fd, []byte(line)); err == nil || err == unix.EAGAIN {
+			return // EAGAIN: syslog is behind; drop the line rather than wait
+		}
+		unix.Close(l.fd) // syslog restarted (ECONNREFUSED): reconnect once
+		l.fd = -1
+	}
+}
+
+func (l *logger) connect() bool {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: syslogPath}); err != nil {
+		unix.Close(fd)
+		return false
+	}
+	l.fd = fd
+	return true
+}

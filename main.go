@@ -1,0 +1,898 @@
+// atopacctd: copies the kernel's process accounting records into
+// size-limited shadow files for atop and other clients.
+// This file: the command line, the startup order, daemonizing and readiness,
+// signals, and the main loop. Speaks setsid(2), setpriority(2), poll(2),
+// sd_notify(3) (READY=1 over $NOTIFY_SOCKET) and PROTOCOL.md.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// version is stamped in by the Makefile (git describe).
+var version = "devel"
+
+// Exit codes; 1, 2, 3, 5 and 6 mean what they mean for the C atopacctd.
+const (
+	exitOK       = 0
+	exitUsage    = 1 // bad arguments, not root
+	exitTop      = 2 // top directory missing, not a directory, not root's, writable by others
+	exitRunning  = 3 // already running, or the semaphores cannot be set up
+	exitFiles    = 5 // files, directories, netlink, the daemon could not start
+	exitAcct     = 6 // accounting could not be switched on
+	exitFormat   = 7 // the kernel writes records in a format neither we nor atop read
+	exitInternal = 8 // a bug: the daemon cleaned up and stopped
+)
+
+const (
+	readyFDEnv = "ATOPACCTD_READY_FD"   // set in the re-executed daemon: its readiness pipe
+	probeEnv   = "ATOPACCTD_EXIT_PROBE" // set in the child whose exit checks the proc connector
+	readyLine  = "ready"
+	tick       = time.Second // status, disk guard and repairs happen at most this often
+	lostAfter  = 3 * time.Second
+	readyWait  = 30 * time.Second
+	probeWait  = time.Second
+)
+
+const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [topdirectory]"
+
+const helpText = usageLine + `
+
+Copies every process accounting record into shadow files under
+TOPDIRECTORY/pacct_shadow.d (default top directory /run) for atop.
+
+  -v, -V, --version        print the version, exit 0
+  -f, --foreground         do not daemonize; log to stderr; still write the PID file;
+                           send READY=1 to $NOTIFY_SOCKET when set (systemd Type=notify)
+  --pidfile PATH           default /run/atopacctd.pid; empty string = no PID file
+  --records N              records per shadow file (default 10000; written into current)
+  --source-max BYTES       rotate the source file at this size (default 1048576)
+  --gc-interval DURATION   garbage-collection interval (default 60s)
+  --poll DURATION          polling interval when netlink is unavailable (default 1s)
+  -s, --status             print the state of the daemon serving topdirectory, exit 0
+                           (1 if none runs); works for non-root users too
+  -h, --help               print this help, exit 0
+
+Exit codes: 0 ok, 1 usage or not root, 2 top directory, 3 already running or
+semaphores, 5 files, directories or start-up, 6 accounting could not be switched
+on, 7 unknown accounting record format, 8 internal error; a signal: 128+signal
+(SIGTERM: 0).
+`
+
+type options struct {
+	top                         string
+	version, foreground, status bool
+	help                        bool
+	pidfile                     string
+	records, sourceMax          int64
+	gcInterval, poll            time.Duration
+}
+
+// parseArgs reads the compatible form [-v | topdirectory] and the extended one.
+func parseArgs(args []string) (options, error) {
+	o := options{pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20,
+		gcInterval: 60 * time.Second, poll: time.Second}
+	var tops []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			tops = append(tops, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			tops = append(tops, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(a, "=")
+		value := func() (string, error) {
+			if hasVal {
+				return val, nil
+			}
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("%s: needs a value", name)
+			}
+			i++
+			return args[i], nil
+		}
+		var err error
+		switch name {
+		case "-v", "-V", "--version":
+			o.version = true
+		case "-f", "--foreground":
+			o.foreground = true
+		case "-s", "--status":
+			o.status = true
+		case "-h", "--help":
+			o.help = true
+		case "--pidfile":
+			o.pidfile, err = value()
+		case "--records":
+			o.records, err = positive(name, value)
+		case "--source-max":
+			o.sourceMax, err = positive(name, value)
+		case "--gc-interval":
+			o.gcInterval, err = duration(name, value)
+		case "--poll":
+			o.poll, err = duration(name, value)
+		default:
+			return o, fmt.Errorf("%s: unknown option", a)
+		}
+		if err != nil {
+			return o, err
+		}
+		if hasVal && !strings.HasPrefix(name, "--") || hasVal && !takesValue(name) {
+			return o, fmt.Errorf("%s: takes no value", name)
+		}
+	}
+	switch {
+	case len(tops) > 1:
+		return o, fmt.Errorf("%s: only one top directory may be given (already %s)", tops[1], tops[0])
+	case len(tops) == 1:
+		o.top = tops[0]
+	default:
+		o.top = "/run"
+	}
+	return o, nil
+}
+
+func takesValue(name string) bool {
+	switch name {
+	case "--pidfile", "--records", "--source-max", "--gc-interval", "--poll":
+		return true
+	}
+	return false
+}
+
+func positive(name string, value func() (string, error)) (int64, error) {
+	s, err := value()
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s: %q is not a positive integer", name, s)
+	}
+	return n, nil
+}
+
+func duration(name string, value func() (string, error)) (time.Duration, error) {
+	s, err := value()
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s: %q is not a positive duration (e.g. 500ms, 60s)", name, s)
+	}
+	return d, nil
+}
+
+func main() {
+	if os.Getenv(probeEnv) != "" {
+		os.Exit(0) // the startup check of the proc connector only needs this exit
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// exitError carries the exit code chosen where the error happened.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func fail(code int, err error) error { return &exitError{code, err} }
+
+// run is the whole program; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	// 1. Arguments; root.
+	o, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "atopacctd: %v\n%s\n", err, usageLine)
+		return exitUsage
+	}
+	switch {
+	case o.help:
+		fmt.Fprint(stdout, helpText)
+		return exitOK
+	case o.version:
+		fmt.Fprintf(stdout, "atopacctd %s\n", version)
+		return exitOK
+	case o.status:
+		return printStatus(o.top, stdout)
+	}
+	if euid := os.Geteuid(); euid != 0 {
+		fmt.Fprintf(stderr, "atopacctd: must run as root (effective uid %d)\n", euid)
+		return exitUsage
+	}
+
+	// 2. The top directory, checked on the descriptor every later file
+	//    operation is relative to.
+	top, err := openTop(o.top)
+	if err != nil {
+		fmt.Fprintf(stderr, "atopacctd: %v\n", err)
+		return exitTop
+	}
+	ready := readyPipe()
+
+	// 3. Semaphores. The starting process of a daemonizing run only checks
+	//    that no daemon runs: the count it would add dies with it (SEM_UNDO).
+	if !o.foreground && ready == nil {
+		if running, err := daemonRunning(); err != nil || running {
+			if err == nil {
+				err = errAlreadyRunning
+			}
+			fmt.Fprintf(stderr, "atopacctd: %v\n", err)
+			return exitRunning
+		}
+		// 4. Daemonize: re-execute in a new session; report its readiness.
+		return daemonize(args, stderr)
+	}
+	logw := stderr
+	if !o.foreground {
+		logw = nil
+	}
+	return newDaemon(o, top, newLogger(logw)).run(ready)
+}
+
+// openTop opens the top directory without following a final symlink and
+// checks it: a directory, owned by root, not writable by group or others.
+func openTop(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		reason := err.Error()
+		switch {
+		case errors.Is(err, unix.ENOTDIR):
+			reason = "not a directory"
+		case errors.Is(err, unix.ELOOP):
+			reason = "a symbolic link"
+		}
+		return -1, fmt.Errorf("top directory %s: %s", path, reason)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("top directory %s: %w", path, os.NewSyscallError("fstat", err))
+	}
+	switch {
+	case st.Uid != 0:
+		err = fmt.Errorf("top directory %s: owned by uid %d, not root", path, st.Uid)
+	case st.Mode&0o022 != 0:
+		err = fmt.Errorf("top directory %s: writable by group or others (mode %04o)", path, st.Mode&0o7777)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// readyPipe returns the readiness pipe of a re-executed daemon, else nil.
+func readyPipe() *os.File {
+	s := os.Getenv(readyFDEnv)
+	if s == "" {
+		return nil
+	}
+	os.Unsetenv(readyFDEnv)
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "readiness pipe")
+}
+
+// daemonize starts the daemon in a new session and waits until it reports
+// ready (exit 0) or fails (its exit code and error line); it never hangs.
+func daemonize(args []string, stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "atopacctd: readiness pipe: %v\n", err)
+		return exitFiles
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Args[0] = "atopacctd"
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "atopacctd: start daemon %s: %v\n", exe, err)
+		return exitFiles
+	}
+	w.Close()
+	r.SetReadDeadline(time.Now().Add(readyWait))
+	line, err := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSuffix(line, "\n")
+	if line == readyLine {
+		return exitOK
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		fmt.Fprintf(stderr, "atopacctd: daemon (pid %d) not ready after %s: killed\n", cmd.Process.Pid, readyWait)
+		return exitFiles
+	}
+	cmd.Wait()
+	if codeStr, msg, ok := strings.Cut(line, " "); ok {
+		if code, err := strconv.Atoi(codeStr); err == nil {
+			fmt.Fprintf(stderr, "atopacctd: %s\n", msg)
+			return code
+		}
+	}
+	code := cmd.ProcessState.ExitCode()
+	fmt.Fprintf(stderr, "atopacctd: daemon exited before it was ready (%s)\n", cmd.ProcessState)
+	if code <= 0 {
+		code = exitFiles
+	}
+	return code
+}
+
+// daemon owns every descriptor, buffer and counter of the running daemon.
+type daemon struct {
+	opts     options
+	log      *logger
+	top      int
+	src      *source
+	sh       *shadow
+	sem      semaphores
+	nl       *procConn // nil while polling
+	buf      []byte    // source reads
+	sigr     int       // signal pipe, read end
+	sigw     int
+	pfds     [2]unix.PollFd
+	stats    counters
+	stopCode int // exit code once a signal asked to stop, else -1
+
+	now, nextTick, nextGC, rotateRetry time.Time
+
+	diskLow   bool   // shadow file system below 5 % free: records are skipped
+	skipRun   uint64 // records skipped since diskLow
+	unmatched uint64 // exit events since the last record arrived
+	since     time.Time
+	lost      bool // exits are seen but no records arrive
+
+	files                 int
+	fileBytes             int64
+	status                [2][]byte // published, being built
+	statusName, statusTmp []byte
+	pidWritten            bool
+}
+
+func newDaemon(o options, top int, log *logger) *daemon {
+	d := &daemon{opts: o, log: log, top: top, sigr: -1, sigw: -1, stopCode: -1,
+		src: newSource(top), sh: newShadow(top, o.records),
+		statusName: cstr(statusName), statusTmp: cstr(statusTmp)}
+	d.status[0] = make([]byte, 0, 1024)
+	d.status[1] = make([]byte, 0, 1024)
+	return d
+}
+
+// start runs startup steps 3 to 7 in the daemon process. Every failure
+// cleans up (accounting off, files removed) before it returns its code.
+func (d *daemon) start(ready *os.File) (code int) {
+	defer func() {
+		if code != exitOK {
+			d.cleanup()
+		}
+	}()
+	report := func(err error) int {
+		code := exitInternal
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		d.log.errorf("%v", err)
+		if ready != nil {
+			fmt.Fprintf(ready, "%d %v\n", code, err)
+			ready.Close()
+		}
+		return code
+	}
+	if err := d.startup(); err != nil {
+		return report(err)
+	}
+	if ready != nil {
+		fmt.Fprintln(ready, readyLine)
+		ready.Close()
+		devnull()
+	}
+	d.log.noticef("started %s: top %s, %s, %d records per shadow file", version, d.opts.top, d.accounting(), d.opts.records)
+	return exitOK
+}
+
+// startup is the daemon's side of the startup order.
+func (d *daemon) startup() error {
+	// 3. Semaphores: count this daemon, create the public set anew.
+	if err := d.sem.acquire(); err != nil {
+		return fail(exitRunning, err)
+	}
+	d.signals()
+
+	// 5. Source file, shadow directory, first shadow file, current.
+	unix.Umask(0o022)
+	if err := d.src.create(); err != nil {
+		return fail(exitFiles, err)
+	}
+	if err := d.sh.create(); err != nil {
+		return fail(exitFiles, err)
+	}
+
+	// 6. Netlink, then accounting on, verified by the record the kernel
+	//    writes when it switches files, then netlink verified by a real exit.
+	nl, err := openProcConnector()
+	if err != nil {
+		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
+	}
+	d.nl = nl
+	if err := d.src.switchOn(); err != nil {
+		if errors.Is(err, errFormat) {
+			return fail(exitFormat, err)
+		}
+		return fail(exitAcct, err)
+	}
+	d.sh.recSize = d.src.format.size
+	d.buf = make([]byte, readRecords*d.src.format.size)
+	if d.nl != nil {
+		if err := d.checkEvents(); err != nil {
+			d.log.warnf("%v: polling every %s", err, d.opts.poll)
+			d.nl.close()
+			d.nl = nil
+		}
+	}
+
+	// 7. PID file, priority, readiness (the caller), then the loop.
+	if err := d.writePidfile(); err != nil {
+		return fail(exitFiles, err)
+	}
+	renice()
+	d.now = time.Now()
+	d.nextTick, d.nextGC = d.now, d.now.Add(d.opts.gcInterval)
+	d.publish()
+	notifyReady(d.opts.foreground)
+	return nil
+}
+
+// checkEvents starts a child that exits at once and waits for its exit event:
+// a subscription can be accepted and still deliver nothing (new pid namespace).
+func (d *daemon) checkEvents() error {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	p, err := os.StartProcess(exe, []string{"atopacctd"}, &os.ProcAttr{Env: []string{probeEnv + "=1"}})
+	if err != nil {
+		return fmt.Errorf("start exit probe: %w", err)
+	}
+	defer p.Wait()
+	d.nl.watch, d.nl.seen = uint32(p.Pid), false
+	deadline := time.Now().Add(probeWait)
+	for !d.nl.seen {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errNoEvents
+		}
+		fds := []unix.PollFd{{Fd: int32(d.nl.fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+			return os.NewSyscallError("poll", err)
+		}
+		if _, _, err := d.nl.drain(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// signals routes SIGTERM, SIGINT, SIGQUIT and SIGUSR1 into a pipe that the
+// loop polls; SIGHUP is ignored.
+func (d *daemon) signals() {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return
+	}
+	d.sigr, d.sigw = p[0], p[1]
+	signal.Ignore(unix.SIGHUP)
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1)
+	go func(w int) {
+		for s := range c {
+			unix.Write(w, []byte{byte(s.(syscall.Signal))})
+		}
+	}(d.sigw)
+}
+
+// renice sets nice -20 on every thread: setpriority(2) is per thread on
+// Linux, and threads started later inherit it from their creator.
+func renice() {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		unix.Setpriority(unix.PRIO_PROCESS, 0, -20)
+		return
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			unix.Setpriority(unix.PRIO_PROCESS, tid, -20)
+		}
+	}
+}
+
+// devnull points the standard descriptors of the daemonized process at /dev/null.
+func devnull() {
+	fd, err := unix.Open("/dev/null", unix.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	for i := 0; i < 3; i++ {
+		unix.Dup2(fd, i)
+	}
+	if fd > 2 {
+		unix.Close(fd)
+	}
+}
+
+// notifyReady sends READY=1 to $NOTIFY_SOCKET (systemd Type=notify) in the foreground.
+func notifyReady(foreground bool) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if !foreground || path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Sendto(fd, []byte("READY=1"), 0, &unix.SockaddrUnix{Name: path})
+	unix.Close(fd)
+}
+
+func (d *daemon) writePidfile() error {
+	if d.opts.pidfile == "" {
+		return nil
+	}
+	data := strconv.Itoa(os.Getpid()) + "\n"
+	fd, err := unix.Open(d.opts.pidfile, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err == nil {
+		_, err = unix.Write(fd, []byte(data))
+		unix.Close(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("PID file %s: %w", d.opts.pidfile, err)
+	}
+	d.pidWritten = true
+	return nil
+}
+
+// accounting names the state shown by --status.
+func (d *daemon) accounting() string {
+	switch {
+	case d.lost:
+		return "lost"
+	case d.nl == nil:
+		return "polling"
+	}
+	return "on"
+}
+
+// loop waits for exit events, signals or the next deadline, and copies.
+func (d *daemon) loop() int {
+	d.pfds[0] = unix.PollFd{Fd: int32(d.sigr), Events: unix.POLLIN}
+	n := 1
+	if d.nl != nil {
+		d.pfds[1] = unix.PollFd{Fd: int32(d.nl.fd), Events: unix.POLLIN}
+		n = 2
+	}
+	for d.stopCode < 0 {
+		if err := d.wakeup(n); err != nil {
+			var ee *exitError
+			code := exitFiles
+			if errors.As(err, &ee) {
+				code = ee.code
+			}
+			d.log.errorf("%v: accounting switched off, stopping", err)
+			d.stopCode = code
+		}
+	}
+	d.cleanup()
+	return d.stopCode
+}
+
+// wakeup is one turn of the loop: poll, signals, events, copy, periodic work.
+func (d *daemon) wakeup(nfds int) error {
+	timeout := d.opts.poll
+	if t := d.nextTick.Sub(d.now); t < timeout {
+		timeout = t
+	}
+	if t := d.nextGC.Sub(d.now); t < timeout {
+		timeout = t
+	}
+	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
+	if _, err := unix.Poll(d.pfds[:nfds], max(ms, 0)); err != nil && err != unix.EINTR {
+		return os.NewSyscallError("poll", err)
+	}
+	d.now = time.Now()
+	if d.pfds[0].Revents != 0 {
+		d.signalled()
+		if d.stopCode >= 0 {
+			return nil
+		}
+	}
+	if d.nl != nil && d.pfds[1].Revents != 0 {
+		events, overrun, err := d.nl.drain()
+		if err != nil {
+			return err
+		}
+		if overrun {
+			d.stats.overruns++
+		}
+		if events > 0 && d.unmatched == 0 {
+			d.since = d.now
+		}
+		d.stats.events += uint64(events)
+		d.unmatched += uint64(events)
+	}
+	if err := d.pump(); err != nil {
+		return err
+	}
+	return d.periodic()
+}
+
+// signalled handles what arrived on the signal pipe.
+func (d *daemon) signalled() {
+	var b [16]byte
+	n, _ := unix.Read(d.sigr, b[:])
+	for _, s := range b[:max(n, 0)] {
+		switch syscall.Signal(s) {
+		case unix.SIGUSR1:
+			d.log.infof("records copied %d, dropped (no clients) %d, skipped (disk full) %d; exit events %d, overruns %d; source rotations %d; current %d/%d",
+				d.stats.copied, d.stats.dropped, d.stats.skipped, d.stats.events, d.stats.overruns, d.stats.rotations, d.sh.seq, d.sh.max)
+		case unix.SIGTERM:
+			d.log.noticef("SIGTERM: stopping")
+			d.stopCode = exitOK
+		default:
+			d.log.noticef("%s: stopping", syscall.Signal(s))
+			d.stopCode = 128 + int(s)
+		}
+	}
+}
+
+// run starts the daemon and runs its loop; a panic still switches
+// accounting off and removes the files before the process ends.
+func (d *daemon) run(ready *os.File) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.errorf("internal error: %v: accounting switched off, stopping", r)
+			d.cleanup()
+			code = exitInternal
+		}
+	}()
+	if code := d.start(ready); code != exitOK {
+		return code
+	}
+	return d.loop()
+}
+
+// pump copies what the source file holds now, then rotates it if it is full.
+func (d *daemon) pump() error {
+	if err := d.drain(false); err != nil {
+		return err
+	}
+	if d.src.off < d.opts.sourceMax || d.now.Before(d.rotateRetry) {
+		return nil
+	}
+	return d.rotate()
+}
+
+// drain copies records from the source file until its end; dropSelf leaves
+// out the records about the daemon itself.
+func (d *daemon) drain(dropSelf bool) error {
+	for {
+		raw, err := d.src.read(d.buf)
+		if err != nil {
+			return fail(exitFiles, err)
+		}
+		recs := raw
+		if dropSelf {
+			recs = d.src.dropSelf(raw)
+		}
+		if len(recs) > 0 {
+			if err := d.deliver(recs); err != nil {
+				return err
+			}
+		}
+		if len(raw) < len(d.buf) {
+			return nil
+		}
+	}
+}
+
+// rotate switches the kernel to a fresh source file and drains the old one
+// to its end, without the record the switch wrote about the daemon itself.
+func (d *daemon) rotate() error {
+	if err := d.src.beginSwitch(); err != nil {
+		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
+		d.rotateRetry = d.now.Add(tick)
+		return nil
+	}
+	if err := d.drain(true); err != nil {
+		return err
+	}
+	if err := d.src.finishSwitch(); err != nil {
+		return fail(exitFiles, err)
+	}
+	d.stats.rotations++
+	return nil
+}
+
+// deliver copies records to the shadow files when a client may want them;
+// it drops them when none can, and skips them while the disk is nearly full.
+func (d *daemon) deliver(recs []byte) error {
+	n := uint64(len(recs) / d.src.format.size)
+	d.unmatched = 0
+	if d.lost {
+		d.lost = false
+		d.log.noticef("accounting records arrive again")
+	}
+	want, err := d.clientsPresent()
+	if err != nil {
+		return fail(exitRunning, err)
+	}
+	switch {
+	case !want:
+		d.stats.dropped += n
+		return nil
+	case d.diskLow:
+		d.stats.skipped += n
+		d.skipRun += n
+		return nil
+	}
+	written, err := d.sh.write(recs)
+	d.stats.copied += uint64(written)
+	if errors.Is(err, errDiskFull) {
+		d.stats.skipped += n - uint64(written)
+		d.skipRun = n - uint64(written)
+		d.diskLow = true
+		d.log.warnf("%s: %v: skipping records", shadowDir, err)
+		return nil
+	}
+	if err != nil {
+		return fail(exitFiles, err)
+	}
+	return nil
+}
+
+// clientsPresent decides whether records are copied. One GETALL answers while
+// clients exist or one is attaching (the lock is taken); only when the lock is
+// free and no client counts does the daemon take the lock, look again and
+// reset the shadow files to their client-less state.
+func (d *daemon) clientsPresent() (bool, error) {
+	clients, lockFree, err := d.sem.values()
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
+		// Someone removed the public set (ipcrm): clients can no longer
+		// find the daemon. Create it anew; until one registers, none exist.
+		d.log.warnf("public semaphore set %d removed: creating it anew", publicKey)
+		return false, d.sem.createPublic()
+	}
+	if err != nil {
+		return false, err
+	}
+	if clients > 0 || !lockFree {
+		return true, nil
+	}
+	if d.sh.empty() {
+		return false, nil
+	}
+	locked, err := d.sem.tryLock()
+	if err != nil || !locked {
+		return true, err
+	}
+	clients, _, err = d.sem.values()
+	if err == nil && clients == 0 {
+		err = d.sh.reset()
+	}
+	if uerr := d.sem.unlock(); err == nil {
+		err = uerr
+	}
+	return clients > 0, err
+}
+
+// periodic runs the once-a-second duties and the garbage collection.
+func (d *daemon) periodic() error {
+	if !d.now.Before(d.nextTick) {
+		d.nextTick = d.now.Add(tick)
+		d.checkDisk()
+		what, err := d.sh.repair()
+		if what != "" {
+			d.log.warnf("%s was removed: recreated it (now at shadow file %d)", what, d.sh.seq)
+		}
+		if err != nil {
+			return fail(exitFiles, err)
+		}
+		if d.unmatched >= 3 && d.now.Sub(d.since) >= lostAfter && !d.lost {
+			d.lost = true
+			d.log.warnf("%d exits without an accounting record in %s: has another program taken process accounting?", d.unmatched, d.now.Sub(d.since).Round(time.Second))
+		}
+		d.publish()
+	}
+	if !d.now.Before(d.nextGC) {
+		d.collect()
+	}
+	return nil
+}
+
+// checkDisk is the disk guard: below 5 % free blocks on the shadow file
+// system, records are skipped; it logs when skipping starts and ends.
+func (d *daemon) checkDisk() {
+	var st unix.Statfs_t
+	if unix.Fstatfs(d.sh.dir, &st) != nil || st.Blocks == 0 {
+		return
+	}
+	low := st.Bavail*20 < st.Blocks
+	switch {
+	case low && !d.diskLow:
+		d.diskLow, d.skipRun = true, 0
+		d.log.warnf("%s: less than 5%% of the file system free: skipping records", shadowDir)
+	case !low && d.diskLow:
+		d.diskLow = false
+		d.log.noticef("%s: space available again: copying resumed, %d records skipped", shadowDir, d.skipRun)
+	}
+}
+
+// collect removes unused shadow files under the public lock, so that a
+// client between reading current and locking its file is never robbed.
+func (d *daemon) collect() {
+	locked, err := d.sem.tryLock()
+	if err != nil || !locked {
+		d.nextGC = d.now.Add(tick) // a client is attaching: try again soon
+		return
+	}
+	removed, err := d.sh.collect()
+	d.sem.unlock()
+	d.nextGC = d.now.Add(d.opts.gcInterval)
+	if err != nil {
+		d.log.warnf("garbage collection: %v", err)
+	}
+	if removed > 0 {
+		d.log.infof("removed %d unused shadow files", removed)
+	}
+}
+
+// cleanup switches accounting off first, then removes what this daemon
+// made: source, shadow files, current, the directory, the public set, the
+// PID file. It is safe to call more than once.
+func (d *daemon) cleanup() {
+	if err := d.src.remove(); err != nil {
+		d.log.errorf("%v", err)
+	}
+	if err := d.sh.removeAll(); err != nil {
+		d.log.warnf("%v", err)
+	}
+	d.sem.removePublic()
+	d.nl.close()
+	d.nl = nil
+	if d.pidWritten {
+		d.pidWritten = false
+		if b, err := os.ReadFile(d.opts.pidfile); err == nil && string(b) == strconv.Itoa(os.Getpid())+"\n" {
+			os.Remove(d.opts.pidfile)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+// System V semaphores: how clients find the daemon and register with it.
+// Speaks semget(2), semop(2), semctl(2), include/uapi/linux/sem.h and the
+// key/value contract in PROTOCOL.md ("Semaphores").
+package main
+
+import (
+	"errors"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	privateKey = 1071979 // 0x105b6b: number of running daemons
+	publicKey  = 1071980 // 0x105b6c: sem 0 = 100 - clients, sem 1 = binary lock
+	maxClients = 100
+
+	semClients = 0 // index of the client counter in the public set
+	semLock    = 1 // index of the binary lock in the public set
+
+	// include/uapi/linux/sem.h
+	semUndo = 0x1000 // #define SEM_UNDO 0x1000
+	getVal  = 12     // #define GETVAL 12
+	getAll  = 13     // #define GETALL 13
+	setAll  = 17     // #define SETALL 17
+)
+
+// sembuf is struct sembuf from include/uapi/linux/sem.h.
+type sembuf struct {
+	num uint16 // sem_num
+	op  int16  // sem_op
+	flg int16  // sem_flg
+}
+
+const sizeofSembuf = 6
+
+// semget wraps semget(2).
+func semget(key, nsems, flag int) (int, error) {
+	id, _, errno := unix.Syscall(unix.SYS_SEMGET, uintptr(key), uintptr(nsems), uintptr(flag))
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(id), nil
+}
+
+// semop wraps semop(2), which is semtimedop(2) with no timeout on every
+// architecture (sysSemtimedop, in sem_*bit.go, is the one difference).
+func semop(id int, ops []sembuf) error {
+	_, _, errno := unix.Syscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// semctl wraps semctl(2); arg is the union semun, passed as a pointer for
+// GETALL and SETALL (never SETVAL with a plain int: wrong on 64-bit big-endian).
+func semctl(id, num, cmd int, arg unsafe.Pointer) (int, error) {
+	r, _, errno := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), uintptr(arg), 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(r), nil
+}
+
+var errAlreadyRunning = errors.New("another atopacctd is running (semaphore 1071979 is taken)")
+
+// semaphores owns the daemon's two sets and a preallocated GETALL buffer.
+type semaphores struct {
+	private int
+	public  int
+	vals    [2]uint16
+	lockOps [1]sembuf
+}
+
+// daemonRunning reports whether a daemon holds the private set; it only reads.
+func daemonRunning() (bool, error) {
+	id, err := semget(privateKey, 1, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, os.NewSyscallError("semget", err)
+	}
+	v, err := semctl(id, 0, getVal, nil)
+	if err != nil {
+		return false, os.NewSyscallError("semctl", err)
+	}
+	return v > 0, nil
+}
+
+// acquire counts this daemon in the private set (undone by the kernel when the
+// process dies) and creates the public set anew with the values [100, 1].
+func (s *semaphores) acquire() error {
+	id, err := semget(privateKey, 1, unix.IPC_CREAT|0o600)
+	if err != nil {
+		return os.NewSyscallError("semget private", err)
+	}
+	s.private = id
+	// Wait-for-zero and +1 in one atomic semop: two daemons starting at once
+	// cannot both succeed.
+	err = semop(id, []sembuf{{0, 0, unix.IPC_NOWAIT}, {0, 1, semUndo}})
+	if errors.Is(err, unix.EAGAIN) {
+		return errAlreadyRunning
+	}
+	if err != nil {
+		return os.NewSyscallError("semop private", err)
+	}
+	return s.createPublic()
+}
+
+// createPublic removes any public set and creates it with one SETALL.
+func (s *semaphores) createPublic() error {
+	if id, err := semget(publicKey, 2, 0); err == nil {
+		if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil {
+			return os.NewSyscallError("semctl IPC_RMID public", err)
+		}
+	}
+	id, err := semget(publicKey, 2, unix.IPC_CREAT|unix.IPC_EXCL|0o666)
+	if err != nil {
+		return os.NewSyscallError("semget public", err)
+	}
+	s.public = id
+	init := [2]uint16{maxClients, 1}
+	if _, err := semctl(id, 0, setAll, unsafe.Pointer(&init[0])); err != nil {
+		return os.NewSyscallError("semctl SETALL public", err)
+	}
+	return nil
+}
+
+// values reads both public semaphores with one semctl.
+func (s *semaphores) values() (clients int, lockFree bool, err error) {
+	if _, err := semctl(s.public, 0, getAll, unsafe.Pointer(&s.vals[0])); err != nil {
+		return 0, false, os.NewSyscallError("semctl GETALL public", err)
+	}
+	return maxClients - int(s.vals[semClients]), s.vals[semLock] > 0, nil
+}
+
+// tryLock takes the binary lock without waiting; false means a client holds it.
+func (s *semaphores) tryLock() (bool, error) {
+	s.lockOps[0] = sembuf{semLock, -1, semUndo | unix.IPC_NOWAIT}
+	err := semop(s.public, s.lockOps[:])
+	if errors.Is(err, unix.EAGAIN) {
+		return false, nil
+	}
+	if err != nil {
+		return false, os.NewSyscallError("semop lock", err)
+	}
+	return true, nil
+}
+
+// unlock releases the binary lock taken by tryLock.
+func (s *semaphores) unlock() error {
+	s.lockOps[0] = sembuf{semLock, 1, semUndo}
+	if err := semop(s.public, s.lockOps[:]); err != nil {
+		return os.NewSyscallError("semop unlock", err)
+	}
+	return nil
+}
+
+// removePublic deletes the public set so that clients stop finding a daemon.
+func (s *semaphores) removePublic() {
+	if s.public > 0 {
+		semctl(s.public, 0, unix.IPC_RMID, nil)
+		s.public = 0
+	}
+}
+
+// publicClients reads the number of registered clients without owning the
+// set: for --status, which any user may run (the set is mode 0666).
+func publicClients() (int, error) {
+	id, err := semget(publicKey, 2, 0)
+	if err != nil {
+		return 0, os.NewSyscallError("semget public", err)
+	}
+	s := semaphores{public: id}
+	n, _, err := s.values()
+	return n, err
+}

@@ -1,0 +1,406 @@
+// Shadow files: the size-limited copies of the accounting records that
+// clients read, the "current" file naming the newest, and their collection.
+// Speaks openat(2), renameat2(2), unlinkat(2), fcntl(2) (F_SETLK) and the file
+// contract in PROTOCOL.md ("Files").
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	shadowDir   = "pacct_shadow.d"
+	staleDir    = shadowDir + ".stale-" // a directory left by a crashed daemon, moved aside
+	currentName = "current"
+	currentTmp  = "current.tmp"
+	pafSuffix   = ".paf"
+	seqDigits   = 10
+)
+
+var errDiskFull = errors.New("no space left for shadow files")
+
+// cstr returns s NUL-terminated, built once for the raw *at wrappers.
+func cstr(s string) []byte { return append([]byte(s), 0) }
+
+// cname returns a cstr as a Go string, for messages.
+func cname(b []byte) string { return string(b[:len(b)-1]) }
+
+// openat wraps openat(2) for a NUL-terminated name; it does not allocate.
+func openat(dir int, name []byte, flags int, mode uint32) (int, error) {
+	fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(dir), uintptr(unsafe.Pointer(&name[0])),
+		uintptr(flags|unix.O_CLOEXEC), uintptr(mode), 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+// unlinkat wraps unlinkat(2) for a NUL-terminated name.
+func unlinkat(dir int, name []byte, flags int) error {
+	_, _, errno := unix.Syscall(unix.SYS_UNLINKAT, uintptr(dir), uintptr(unsafe.Pointer(&name[0])), uintptr(flags))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// renameat wraps renameat2(2) with no flags (plain renameat(2) is missing on
+// arm64 and riscv64).
+func renameat(fromDir int, from []byte, toDir int, to []byte) error {
+	_, _, errno := unix.Syscall6(unix.SYS_RENAMEAT2, uintptr(fromDir), uintptr(unsafe.Pointer(&from[0])),
+		uintptr(toDir), uintptr(unsafe.Pointer(&to[0])), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// formatName writes "%010d.paf" and a NUL into b (len(b) >= 15).
+func formatName(b []byte, seq int64) []byte {
+	for i := seqDigits - 1; i >= 0; i-- {
+		b[i] = byte('0' + seq%10)
+		seq /= 10
+	}
+	copy(b[seqDigits:], pafSuffix+"\x00")
+	return b[:seqDigits+len(pafSuffix)+1]
+}
+
+// parseName returns the sequence number of a shadow file name.
+func parseName(name string) (int64, bool) {
+	digits, ok := strings.CutSuffix(name, pafSuffix)
+	if !ok || len(digits) != seqDigits {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(digits, 10, 63)
+	return int64(seq), err == nil
+}
+
+// formatCurrent appends the content of "current": "<seq>/<maxrecords>".
+func formatCurrent(b []byte, seq, max int64) []byte {
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, '/')
+	return strconv.AppendInt(b, max, 10)
+}
+
+// parseCurrent reads "current" as clients do with fscanf("%ld/%ld"): blanks
+// before each number are skipped and trailing text is ignored.
+func parseCurrent(b []byte) (seq, max int64, ok bool) {
+	seq, b, ok = scanLong(b)
+	if !ok || len(b) == 0 || b[0] != '/' {
+		return 0, 0, false
+	}
+	max, _, ok = scanLong(b[1:])
+	return seq, max, ok
+}
+
+// scanLong is fscanf's %ld: optional blanks, an optional sign, digits.
+func scanLong(b []byte) (int64, []byte, bool) {
+	for len(b) > 0 && (b[0] == ' ' || b[0] >= '\t' && b[0] <= '\r') {
+		b = b[1:]
+	}
+	i := 0
+	if i < len(b) && (b[i] == '-' || b[i] == '+') {
+		i++
+	}
+	start := i
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == start {
+		return 0, b, false
+	}
+	v, err := strconv.ParseInt(string(b[:i]), 10, 64)
+	return v, b[i:], err == nil
+}
+
+// shadow owns the shadow directory and the file being written.
+type shadow struct {
+	top     int   // top directory
+	dir     int   // TOP/pacct_shadow.d
+	max     int64 // records per file
+	recSize int
+
+	seq int64 // sequence number of the file being written
+	fd  int   // that file, open for writing
+	n   int64 // records in it
+
+	dirName, curName, curTmp []byte
+	name                     [16]byte // "NNNNNNNNNN.paf\0"
+	content                  [48]byte // content of current
+}
+
+func newShadow(top int, max int64) *shadow {
+	return &shadow{top: top, dir: -1, fd: -1, max: max,
+		dirName: cstr(shadowDir), curName: cstr(currentName), curTmp: cstr(currentTmp)}
+}
+
+// create makes a fresh shadow directory with an empty first file. A directory
+// left by a crashed daemon is moved aside first and removed: its files may
+// still be open in clients, and unlinking them is what tells those clients
+// (link count 0) to re-attach.
+func (s *shadow) create() error {
+	err := unix.Mkdirat(s.top, shadowDir, 0o755)
+	if errors.Is(err, unix.EEXIST) {
+		stale := cstr(staleDir + strconv.Itoa(os.Getpid()))
+		removeTree(s.top, cname(stale))
+		if err := renameat(s.top, s.dirName, s.top, stale); err != nil {
+			return fmt.Errorf("move aside %s: %w", shadowDir, os.NewSyscallError("renameat2", err))
+		}
+		err = unix.Mkdirat(s.top, shadowDir, 0o755)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
+	}
+	s.removeStale()
+	return s.open()
+}
+
+// open opens the shadow directory and starts again at file 0.
+func (s *shadow) open() error {
+	fd, err := openat(s.top, s.dirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", shadowDir, os.NewSyscallError("openat", err))
+	}
+	if s.dir >= 0 {
+		unix.Close(s.dir)
+	}
+	s.dir = fd
+	return s.start(0)
+}
+
+// removeStale removes every directory moved aside by create, now or by an
+// earlier daemon; what cannot be removed now is retried at the next collect.
+func (s *shadow) removeStale() error {
+	names, err := readNames(s.top)
+	for _, n := range names {
+		if strings.HasPrefix(n, staleDir) {
+			if err2 := removeTree(s.top, n); err2 != nil && err == nil {
+				err = err2
+			}
+		}
+	}
+	return err
+}
+
+// removeTree removes name under dir and, if it is a directory, what it holds.
+func removeTree(dir int, name string) error {
+	err := unix.Unlinkat(dir, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) {
+		return fmt.Errorf("remove %s: %w", name, os.NewSyscallError("unlinkat", err))
+	}
+	sub, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, os.NewSyscallError("openat", err))
+	}
+	names, _ := readNames(sub)
+	for _, n := range names {
+		removeTree(sub, n)
+	}
+	unix.Close(sub)
+	if err := unix.Unlinkat(dir, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove %s: %w", name, os.NewSyscallError("unlinkat", err))
+	}
+	return nil
+}
+
+// readNames lists a directory through a descriptor of its own.
+func readNames(dir int) ([]string, error) {
+	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("openat", err)
+	}
+	f := os.NewFile(uintptr(fd), ".")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// start creates (or empties) file seq, then points current at it, then lets
+// go of the previous file: current never names a file that does not exist.
+func (s *shadow) start(seq int64) error {
+	name := formatName(s.name[:], seq)
+	fd, err := openat(s.dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s/%s: %w", shadowDir, cname(name), os.NewSyscallError("openat", err))
+	}
+	if err := s.writeCurrent(seq); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+	}
+	s.seq, s.fd, s.n = seq, fd, 0
+	return nil
+}
+
+// writeCurrent replaces current atomically (a temporary file and a rename).
+func (s *shadow) writeCurrent(seq int64) error {
+	fd, err := openat(s.dir, s.curTmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s/%s: %w", shadowDir, currentTmp, os.NewSyscallError("openat", err))
+	}
+	b := formatCurrent(s.content[:0], seq, s.max)
+	_, err = unix.Write(fd, b)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("write %s/%s: %w", shadowDir, currentTmp, os.NewSyscallError("write", err))
+	}
+	if err := renameat(s.dir, s.curTmp, s.dir, s.curName); err != nil {
+		return fmt.Errorf("rename %s/%s: %w", shadowDir, currentTmp, os.NewSyscallError("renameat2", err))
+	}
+	return nil
+}
+
+// write appends whole records, moving to the next file as soon as one holds
+// max records, and returns how many it wrote. On a full file system the
+// partial record is cut off and errDiskFull returned: the files stay valid.
+func (s *shadow) write(recs []byte) (written int, err error) {
+	for len(recs) > 0 {
+		chunk := recs[:min(int64(len(recs)), (s.max-s.n)*int64(s.recSize))]
+		for len(chunk) > 0 {
+			n, err := unix.Write(s.fd, chunk)
+			if err != nil {
+				unix.Ftruncate(s.fd, s.n*int64(s.recSize))
+				if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+					return written, errDiskFull
+				}
+				return written, fmt.Errorf("write %s/%s: %w", shadowDir, cname(formatName(s.name[:], s.seq)), os.NewSyscallError("write", err))
+			}
+			n -= n % s.recSize // a short write of a partial record is written again
+			chunk, recs = chunk[n:], recs[n:]
+			s.n += int64(n / s.recSize)
+			written += n / s.recSize
+		}
+		if s.n == s.max {
+			if err := s.start(s.seq + 1); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// empty reports whether the directory is in its client-less state: one empty
+// file 0 named by current.
+func (s *shadow) empty() bool { return s.seq == 0 && s.n == 0 }
+
+// reset returns to the client-less state: file 0 emptied, current = 0/max,
+// every other shadow file removed. The caller holds the public lock.
+func (s *shadow) reset() error {
+	if err := s.start(0); err != nil {
+		return err
+	}
+	seqs, err := s.list()
+	for _, seq := range seqs {
+		if seq != 0 {
+			unlinkat(s.dir, formatName(s.name[:], seq), 0)
+		}
+	}
+	return err
+}
+
+// list returns the sequence numbers of the shadow files, oldest first.
+func (s *shadow) list() ([]int64, error) {
+	names, err := readNames(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", shadowDir, err)
+	}
+	var seqs []int64
+	for _, n := range names {
+		if seq, ok := parseName(n); ok {
+			seqs = append(seqs, seq)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
+}
+
+// collect removes unused shadow files, oldest first, never the current one: a
+// file is unused when a write lock on its first byte succeeds; it stops at the
+// first file a client still read-locks. The caller holds the public lock.
+func (s *shadow) collect() (removed int, err error) {
+	seqs, err := s.list()
+	for _, seq := range seqs {
+		if seq >= s.seq {
+			break
+		}
+		name := formatName(s.name[:], seq)
+		fd, err := openat(s.dir, name, unix.O_RDWR|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 1}
+		err = unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
+		if err == nil {
+			unlinkat(s.dir, name, 0)
+			removed++
+		}
+		unix.Close(fd) // drops the probe lock
+		if err != nil {
+			break // EAGAIN or EACCES: a client reads it
+		}
+	}
+	if err2 := s.removeStale(); err == nil {
+		err = err2
+	}
+	return removed, err
+}
+
+// repair recreates what was removed under the daemon: the directory, the file
+// being written, or current. It returns what it repaired ("" if nothing).
+func (s *shadow) repair() (string, error) {
+	var st unix.Stat_t
+	if unix.Fstat(s.dir, &st) == nil && st.Nlink == 0 {
+		if err := unix.Mkdirat(s.top, shadowDir, 0o755); err != nil {
+			return shadowDir, fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
+		}
+		return shadowDir, s.open()
+	}
+	if unix.Fstat(s.fd, &st) == nil && st.Nlink == 0 {
+		return "shadow file " + cname(formatName(s.name[:], s.seq)), s.start(s.seq + 1)
+	}
+	if err := unix.Fstatat(s.dir, currentName, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
+		return currentName, s.writeCurrent(s.seq)
+	}
+	return "", nil
+}
+
+// usage returns the number of shadow files and their total size.
+func (s *shadow) usage() (files int, bytes int64) {
+	seqs, _ := s.list()
+	var st unix.Stat_t
+	for _, seq := range seqs {
+		if unix.Fstatat(s.dir, cname(formatName(s.name[:], seq)), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			files++
+			bytes += st.Size
+		}
+	}
+	return files, bytes
+}
+
+// removeAll deletes current first (so it never names a missing file), then
+// the shadow files and the directory.
+func (s *shadow) removeAll() error {
+	if s.dir < 0 {
+		return nil
+	}
+	unlinkat(s.dir, s.curName, 0)
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
+	unix.Close(s.dir)
+	s.dir = -1
+	return removeTree(s.top, shadowDir)
+}

@@ -1,0 +1,115 @@
+// The daemon's published state and --status.
+// The daemon rewrites TOP/pacct_shadow.d/status (0644, "key: value" lines,
+// ignored by atop) at most once a second when it changed; --status reads it,
+// and the public semaphore for the live client count, as any user.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	statusName = "status"
+	statusTmp  = "status.tmp"
+	pidKey     = "pid: "
+)
+
+// counters are what SIGUSR1 logs and the status file shows.
+type counters struct {
+	copied, dropped, skipped uint64 // records
+	events, overruns         uint64 // exit events, ENOBUFS
+	rotations                uint64 // source file switches
+}
+
+// appendStatus formats the status file into b without allocating.
+func (d *daemon) appendStatus(b []byte) []byte {
+	line := func(b []byte, key string, v uint64) []byte {
+		b = append(b, key...)
+		b = strconv.AppendUint(b, v, 10)
+		return append(b, '\n')
+	}
+	b = line(b, pidKey, uint64(os.Getpid()))
+	b = append(b, "top: "...)
+	b = append(b, d.opts.top...)
+	b = append(b, "\ncurrent: "...)
+	b = formatCurrent(b, d.sh.seq, d.sh.max)
+	b = append(b, "\nshadow files: "...)
+	b = strconv.AppendInt(b, int64(d.files), 10)
+	b = append(b, " ("...)
+	b = strconv.AppendInt(b, d.fileBytes, 10)
+	b = append(b, " bytes)\nsource: "...)
+	b = strconv.AppendInt(b, d.src.off, 10)
+	b = append(b, " bytes\naccounting: "...)
+	b = append(b, d.accounting()...)
+	b = append(b, '\n')
+	b = line(b, "records copied: ", d.stats.copied)
+	b = line(b, "records dropped (no clients): ", d.stats.dropped)
+	b = line(b, "records skipped (disk full): ", d.stats.skipped)
+	b = line(b, "exit events: ", d.stats.events)
+	b = line(b, "event overruns: ", d.stats.overruns)
+	return line(b, "source rotations: ", d.stats.rotations)
+}
+
+// publish rewrites the status file atomically if its content changed.
+func (d *daemon) publish() {
+	d.files, d.fileBytes = d.sh.usage()
+	b := d.appendStatus(d.status[1][:0])
+	if bytes.Equal(b, d.status[0]) {
+		return
+	}
+	d.status[0] = append(d.status[0][:0], b...)
+	fd, err := openat(d.sh.dir, d.statusTmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return // the status is informative: the next second tries again
+	}
+	_, err = unix.Write(fd, b)
+	unix.Close(fd)
+	if err == nil {
+		renameat(d.sh.dir, d.statusTmp, d.sh.dir, d.statusName)
+	}
+}
+
+// printStatus implements --status: exit 0 if a daemon serves top, else 1.
+func printStatus(top string, stdout io.Writer) int {
+	data, err := os.ReadFile(filepath.Join(top, shadowDir, statusName))
+	pid := 0
+	if err == nil {
+		first, _, _ := bytes.Cut(data, []byte("\n"))
+		if p, ok := bytes.CutPrefix(first, []byte(pidKey)); ok {
+			pid, _ = strconv.Atoi(string(p))
+		}
+	}
+	if pid <= 0 || !alive(pid) {
+		fmt.Fprintf(stdout, "daemon: not running\ntop: %s\n", top)
+		return 1
+	}
+	fmt.Fprintf(stdout, "daemon: running (pid %d)\n", pid)
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Scan() // pid
+	sc.Scan()
+	fmt.Fprintln(stdout, sc.Text()) // top
+	if n, err := publicClients(); err == nil {
+		fmt.Fprintf(stdout, "clients: %d\n", n)
+	} else {
+		fmt.Fprintf(stdout, "clients: unknown (%v)\n", err)
+	}
+	for sc.Scan() {
+		fmt.Fprintln(stdout, sc.Text())
+	}
+	return 0
+}
+
+// alive reports whether pid exists; EPERM (another user's process) counts.
+func alive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
