@@ -82,7 +82,9 @@ func wire32(v uint32) uint32 {
 // whole processes (pid == tgid): thread exits write no accounting record.
 func exitFilter() []unix.SockFilter {
 	const (
+		ldLen  = unix.BPF_LD | unix.BPF_W | unix.BPF_LEN
 		ldAbs  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jgeK   = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
 		jeqK   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 		jeqX   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_X
 		tax    = unix.BPF_MISC | unix.BPF_TAX
@@ -90,6 +92,8 @@ func exitFilter() []unix.SockFilter {
 		accept = 0xffffffff
 	)
 	return []unix.SockFilter{
+		{Code: ldLen},
+		{Code: jgeK, K: exitMsgLen, Jf: 11},
 		{Code: ldAbs, K: offCnIdx},
 		{Code: jeqK, K: wire32(cnIdxProc), Jf: 9},
 		{Code: ldAbs, K: offCnVal},

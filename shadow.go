@@ -97,8 +97,10 @@ func parseCurrent(b []byte) (seq, max int64, ok bool) {
 	if !ok || len(b) == 0 || b[0] != '/' {
 		return 0, 0, false
 	}
-	max, _, ok = scanLong(b[1:])
-	return seq, max, ok
+	if max, _, ok = scanLong(b[1:]); !ok {
+		return 0, 0, false
+	}
+	return seq, max, true
 }
 
 // scanLong is fscanf's %ld: optional blanks, an optional sign, digits.

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+	"unsafe"
+)
+
+// acctV3 mirrors struct acct_v3 to check the offsets used by acct.go.
+type acctV3 struct {
+	flag     byte
+	version  byte
+	tty      uint16
+	exitcode uint32
+	uid, gid uint32
+	pid      uint32
+	ppid     uint32
+	btime    uint32
+	etime    float32
+	utime    uint16
+	stime    uint16
+	mem, io  uint16
+	rw       uint16
+	minflt   uint16
+	majflt   uint16
+	swaps    uint16
+	comm     [acctComm]byte
+}
+
+// acctV2 mirrors struct acct (version 2).
+type acctV2 struct {
+	flag         byte
+	version      byte
+	uid16, gid16 uint16
+	tty          uint16
+	btime        uint32
+	utime, stime uint16
+	etime, mem   uint16
+	io, rw       uint16
+	minflt       uint16
+	majflt       uint16
+	swaps        uint16
+	ahz          uint16
+	exitcode     uint32
+	comm         [acctComm + 1]byte
+	etimeHi      uint8
+	etimeLo      uint16
+	uid, gid     uint32
+}
+
+func TestAcctLayout(t *testing.T) {
+	var v3 acctV3
+	var v2 acctV2
+	for _, tt := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"sizeof acct_v3", unsafe.Sizeof(v3), sizeofAcctV3},
+		{"acct_v3.ac_pid", unsafe.Offsetof(v3.pid), offV3Pid},
+		{"acct_v3.ac_btime", unsafe.Offsetof(v3.btime), offV3Btime},
+		{"acct_v3.ac_comm", unsafe.Offsetof(v3.comm), offV3Comm},
+		{"sizeof acct", unsafe.Sizeof(v2), sizeofAcct},
+		{"acct.ac_btime", unsafe.Offsetof(v2.btime), offV2Btime},
+		{"acct.ac_comm", unsafe.Offsetof(v2.comm), offV2Comm},
+		{"ac_version", unsafe.Offsetof(v3.version), offVersion},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Errorf("got %d, want %d", tt.got, tt.want)
+			}
+		})
+	}
+}
+
+// record builds a 64-byte record of version v with pid, btime and comm.
+func record(v byte, pid, btime uint32, comm string) []byte {
+	r := make([]byte, 64)
+	r[offVersion] = v
+	order := binary.ByteOrder(binary.LittleEndian)
+	if v&acctByteorder != 0 {
+		order = binary.BigEndian
+	}
+	if v&0xf == 3 {
+		order.PutUint32(r[offV3Pid:], pid)
+		order.PutUint32(r[offV3Btime:], btime)
+		copy(r[offV3Comm:offV3Comm+acctComm], comm)
+	} else {
+		order.PutUint32(r[offV2Btime:], btime)
+		copy(r[offV2Comm:offV2Comm+acctComm], comm)
+	}
+	return r
+}
+
+func TestParseFormat(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		rec     []byte
+		version int
+		big     bool
+		bad     bool
+	}{
+		{"v3 little-endian", record(3, 1, 2, "x"), 3, false, false},
+		{"v3 big-endian", record(0x83, 1, 2, "x"), 3, true, false},
+		{"v2", record(2, 0, 2, "x"), 2, false, false},
+		{"v2 big-endian", record(0x82, 0, 2, "x"), 2, true, false},
+		{"v1", record(1, 0, 0, ""), 0, false, true},
+		{"v0", record(0, 0, 0, ""), 0, false, true},
+		{"v4", record(4, 0, 0, ""), 0, false, true},
+		{"v3 with stray bits", record(0x13, 0, 0, ""), 0, false, true},
+		{"one byte", []byte{0}, 0, false, true},
+		{"empty", nil, 0, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := parseFormat(tt.rec)
+			if tt.bad {
+				if !errors.Is(err, errFormat) {
+					t.Fatalf("got %v, %v; want errFormat", f, err)
+				}
+				return
+			}
+			if err != nil || f.version != tt.version || f.size != 64 || (f.order == binary.BigEndian) != tt.big {
+				t.Errorf("got %+v, %v; want version %d, 64 bytes, big-endian %v", f, err, tt.version, tt.big)
+			}
+		})
+	}
+}
+
+func TestDropSelf(t *testing.T) {
+	for _, v := range []byte{2, 3, 0x83} {
+		f, _ := parseFormat(record(v, 0, 0, ""))
+		self := record(v, 42, 1000, "atopacctd")
+		s := &source{format: f, self: f.identity(self)}
+		others := [][]byte{
+			record(v, 43, 1001, "atopacctd"), // same name only: kept
+			record(v, 42, 999, "sh"),         // same pid: dropped in v3 only
+			record(v, 7, 5, "true"),
+		}
+		var recs []byte
+		recs = append(recs, others[0]...)
+		recs = append(recs, self...)
+		recs = append(recs, others[1]...)
+		recs = append(recs, self...)
+		recs = append(recs, others[2]...)
+		got := s.dropSelf(recs)
+		wantN := 3
+		if v&0xf == 3 {
+			wantN = 2 // version 3 tells the daemon by its pid alone
+		}
+		if len(got) != wantN*64 {
+			t.Errorf("version %#x: kept %d records, want %d", v, len(got)/64, wantN)
+		}
+		for i := 0; i < len(got); i += 64 {
+			if f.isSelf(got[i:i+64], s.self) {
+				t.Errorf("version %#x: kept a record of the daemon itself", v)
+			}
+		}
+	}
+}
+
+func TestRecordFields(t *testing.T) {
+	f, _ := parseFormat(record(0x83, 0, 0, ""))
+	r := record(0x83, 0x01020304, 0, "true")
+	if got := f.pid(r); got != 0x01020304 {
+		t.Errorf("pid: got %#x, want 0x01020304", got)
+	}
+	if got := f.comm(r); got != "true" {
+		t.Errorf("comm: got %q, want %q", got, "true")
+	}
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseArgs(t *testing.T) {
+	def := options{top: "/run", pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20,
+		gcInterval: time.Minute, poll: time.Second}
+	with := func(f func(*options)) options { o := def; f(&o); return o }
+	for _, tt := range []struct {
+		name string
+		args []string
+		want options
+		err  string // part of the error line naming the argument
+	}{
+		{"none", nil, def, ""},
+		{"compatible top", []string{"/var/run"}, with(func(o *options) { o.top = "/var/run" }), ""},
+		{"-v", []string{"-v"}, with(func(o *options) { o.version = true }), ""},
+		{"-V", []string{"-V"}, with(func(o *options) { o.version = true }), ""},
+		{"--version", []string{"--version"}, with(func(o *options) { o.version = true }), ""},
+		{"foreground status help", []string{"-f", "--status", "-h"}, with(func(o *options) { o.foreground, o.status, o.help = true, true, true }), ""},
+		{"values", []string{"--pidfile", "", "--records=1000", "--source-max", "4096", "--gc-interval", "2s", "--poll=250ms", "/top"},
+			with(func(o *options) {
+				o.pidfile, o.records, o.sourceMax, o.gcInterval, o.poll, o.top = "", 1000, 4096, 2*time.Second, 250*time.Millisecond, "/top"
+			}), ""},
+		{"top before options", []string{"/top", "-f"}, with(func(o *options) { o.top, o.foreground = "/top", true }), ""},
+		{"after --", []string{"--", "-odd"}, with(func(o *options) { o.top = "-odd" }), ""},
+		{"unknown", []string{"--bogus"}, def, "--bogus: unknown option"},
+		{"unknown short", []string{"-x"}, def, "-x: unknown option"},
+		{"two tops", []string{"/a", "/b"}, def, "/b: only one top directory"},
+		{"records 0", []string{"--records", "0"}, def, `--records: "0" is not a positive integer`},
+		{"records word", []string{"--records=many"}, def, `--records: "many"`},
+		{"source-max negative", []string{"--source-max", "-5"}, def, "--source-max:"},
+		{"bad duration", []string{"--gc-interval", "soon"}, def, `--gc-interval: "soon" is not a positive duration`},
+		{"zero poll", []string{"--poll", "0s"}, def, "--poll:"},
+		{"missing value", []string{"--records"}, def, "--records: needs a value"},
+		{"value on a flag", []string{"--foreground=yes"}, def, "--foreground: takes no value"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseArgs(tt.args)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("got error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	for _, tt := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"-v"}, exitOK, "atopacctd " + version, ""},
+		{[]string{"--help"}, exitOK, "--gc-interval DURATION", ""},
+		{[]string{"--records", "0"}, exitUsage, "", "usage: atopacctd"},
+		{[]string{"-s", "/nonexistent-top"}, 1, "daemon: not running", ""},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
+			if code != tt.code || !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errb.String(), tt.stderr) {
+				t.Errorf("got %d, stdout %q, stderr %q; want %d, %q, %q", code, out.String(), errb.String(), tt.code, tt.stdout, tt.stderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSembufSize(t *testing.T) {
+	if got := unsafe.Sizeof(sembuf{}); got != sizeofSembuf {
+		t.Errorf("sizeof sembuf: got %d, want %d", got, sizeofSembuf)
+	}
+}
+
+// TestSemaphoreOps runs the public-set operations on a private set, which
+// needs no root and touches no daemon's keys.
+func TestSemaphoreOps(t *testing.T) {
+	id, err := semget(unix.IPC_PRIVATE, 2, 0o600)
+	if err != nil {
+		t.Skipf("semget: %v (no System V IPC here)", err)
+	}
+	defer semctl(id, 0, unix.IPC_RMID, nil)
+	init := [2]uint16{maxClients, 1}
+	if _, err := semctl(id, 0, setAll, unsafe.Pointer(&init[0])); err != nil {
+		t.Fatal(err)
+	}
+	s := semaphores{public: id}
+	if n, free, err := s.values(); n != 0 || !free || err != nil {
+		t.Fatalf("fresh set: %d clients, lock free %v, %v; want 0, true", n, free, err)
+	}
+	// A client registers the way atop does: both -1, non-blocking, undone at exit.
+	if err := semop(id, []sembuf{{semClients, -1, semUndo | unix.IPC_NOWAIT}, {semLock, -1, semUndo | unix.IPC_NOWAIT}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, free, _ := s.values(); n != 1 || free {
+		t.Errorf("while attaching: %d clients, lock free %v; want 1, false", n, free)
+	}
+	if ok, err := s.tryLock(); ok || err != nil {
+		t.Errorf("tryLock while a client holds the lock: %v, %v; want false", ok, err)
+	}
+	semop(id, []sembuf{{semLock, 1, semUndo}})
+	if ok, err := s.tryLock(); !ok || err != nil {
+		t.Fatalf("tryLock on a free lock: %v, %v", ok, err)
+	}
+	if _, free, _ := s.values(); free {
+		t.Error("lock still free after tryLock")
+	}
+	if err := s.unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if n, free, _ := s.values(); n != 1 || !free {
+		t.Errorf("after unlock: %d clients, lock free %v; want 1, true", n, free)
+	}
+}
