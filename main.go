@@ -255,11 +255,12 @@ func openTop(path string) (int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		reason := err.Error()
+		var st unix.Stat_t
 		switch {
+		case unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
+			reason = "a symbolic link"
 		case errors.Is(err, unix.ENOTDIR):
 			reason = "not a directory"
-		case errors.Is(err, unix.ELOOP):
-			reason = "a symbolic link"
 		}
 		return -1, fmt.Errorf("top directory %s: %s", path, reason)
 	}

@@ -1,0 +1,210 @@
+package main
+
+// Test helpers shared by the integration tests: an atop-like client that
+// follows the shadow files exactly as PROTOCOL.md describes, and a storm of
+// short-lived processes.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// client registers through the public semaphores and reads every record.
+type client struct {
+	dir      string // TOP/pacct_shadow.d
+	sem      int
+	f        *os.File
+	seq, max int64
+	off      int64
+	format   recordFormat
+	pids     []uint32 // ac_pid of every record read, in order
+	files    int      // shadow files read
+	fullSize []int64  // size of every file left behind as full
+	attaches int
+}
+
+// attach registers like atop >= 2.8: one non-blocking semop of both -1,
+// read current, open and read-lock that file, then release the lock.
+func attach(top string) (*client, error) {
+	c := &client{dir: filepath.Join(top, shadowDir)}
+	return c, c.attach()
+}
+
+func (c *client) attach() error {
+	id, err := semget(publicKey, 2, 0)
+	if err != nil {
+		return fmt.Errorf("semget public: %w", err)
+	}
+	c.sem = id
+	if err := semop(id, []sembuf{{semClients, -1, semUndo | unix.IPC_NOWAIT}, {semLock, -1, semUndo | unix.IPC_NOWAIT}}); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	defer semop(id, []sembuf{{semLock, 1, semUndo}})
+	b, err := os.ReadFile(filepath.Join(c.dir, currentName))
+	if err != nil {
+		return err
+	}
+	seq, max, ok := parseCurrent(b)
+	if !ok {
+		return fmt.Errorf("current %q", b)
+	}
+	c.max = max
+	c.attaches++
+	return c.open(seq)
+}
+
+// open opens and read-locks file seq, then lets go of the previous file.
+func (c *client) open(seq int64) error {
+	f, err := os.Open(filepath.Join(c.dir, fmt.Sprintf("%010d.paf", seq)))
+	if err != nil {
+		return err
+	}
+	lk := unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 1}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+		f.Close()
+		return fmt.Errorf("read lock: %w", err)
+	}
+	if c.f != nil {
+		c.f.Close()
+	}
+	c.f, c.seq, c.off = f, seq, 0
+	c.files++
+	return nil
+}
+
+// poll reads what is new, moving to the next file when one is read to its
+// full size, and re-attaching when its file was deleted.
+func (c *client) poll() error {
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := c.f.ReadAt(buf, c.off)
+		n -= n % 64
+		for i := 0; i < n; i += 64 {
+			rec := buf[i : i+64]
+			if c.format.size == 0 {
+				if c.format, err = parseFormat(rec); err != nil {
+					return err
+				}
+			}
+			c.pids = append(c.pids, c.format.pid(rec))
+		}
+		c.off += int64(n)
+		if n > 0 {
+			continue
+		}
+		var st unix.Stat_t
+		unix.Fstat(int(c.f.Fd()), &st)
+		switch {
+		case st.Nlink == 0:
+			if err := c.attach(); err != nil {
+				return err
+			}
+		case c.off == c.max*64:
+			if _, err := os.Stat(filepath.Join(c.dir, fmt.Sprintf("%010d.paf", c.seq+1))); err != nil {
+				return nil // the daemon creates it in a moment
+			}
+			c.fullSize = append(c.fullSize, st.Size)
+			if err := c.open(c.seq + 1); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// detach closes the file and gives the client count back.
+func (c *client) detach() {
+	if c.f != nil {
+		c.f.Close()
+		c.f = nil
+	}
+	semop(c.sem, []sembuf{{semClients, 1, semUndo}})
+}
+
+// stormEnv makes the re-executed test binary a storm generator (TestMain).
+const stormEnv = "ATOPACCTD_TEST_STORM"
+
+// stormMain forks n children that _exit at once, one after the other, and
+// writes their pids to the file named by stormEnv's value after the count.
+func stormMain(spec string) {
+	var n int
+	var out string
+	fmt.Sscanf(spec, "%d:%s", &n, &out)
+	pids := make([]byte, 0, 4*n)
+	for i := 0; i < n; i++ {
+		pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+		if errno != 0 {
+			fmt.Fprintln(os.Stderr, "clone:", errno)
+			os.Exit(1)
+		}
+		if pid == 0 {
+			syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+		}
+		var ws syscall.WaitStatus
+		syscall.Wait4(int(pid), &ws, 0, nil)
+		pids = binary.NativeEndian.AppendUint32(pids, uint32(pid))
+	}
+	if err := os.WriteFile(out, pids, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// storm runs n short-lived processes and returns their pids in exit order.
+func storm(t *testing.T, n int) []uint32 {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "pids")
+	cmd := testCommand(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), stormEnv+"="+strconv.Itoa(n)+":"+out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("storm: %v: %s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := make([]uint32, len(b)/4)
+	for i := range pids {
+		pids[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return pids
+}
+
+var errNotFound = errors.New("not found")
+
+// inOrder checks that every pid of want appears exactly once in got, in order.
+func inOrder(got, want []uint32) error {
+	pos := make(map[uint32]int, len(want))
+	for i, p := range want {
+		pos[p] = i
+	}
+	seen := make([]int, len(want))
+	next := 0
+	for _, p := range got {
+		i, ok := pos[p]
+		if !ok {
+			continue
+		}
+		seen[i]++
+		if i != next {
+			return fmt.Errorf("pid %d (#%d of the storm) read where #%d was due", p, i, next)
+		}
+		next++
+	}
+	for i, n := range seen {
+		if n != 1 {
+			return fmt.Errorf("pid %d (#%d of the storm) read %d times: %w", want[i], i, n, errNotFound)
+		}
+	}
+	return nil
+}

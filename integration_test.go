@@ -1,0 +1,607 @@
+package main
+
+// Integration tests: the built daemon against the real kernel, real files,
+// real semaphores and real clients. They need root, run one at a time
+// (make test passes -p 1; none calls t.Parallel), always stop the daemons
+// they start and switch accounting off, also when they fail.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(stormEnv); spec != "" {
+		stormMain(spec)
+	}
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+func testCommand(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	return cmd
+}
+
+var built struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// daemonBinary builds the daemon once per test run, as the Makefile does.
+func daemonBinary(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "atopacctd-bin"); built.err != nil {
+			return
+		}
+		os.Chmod(built.dir, 0o755) // other users run it too (exit code tests)
+		built.path = filepath.Join(built.dir, "atopacctd")
+		out, err := testCommand("go", "build", "-trimpath", "-o", built.path, ".").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
+}
+
+// integration skips unless the test can own process accounting and the
+// semaphore keys, and switches accounting off when the test ends. With
+// ATOPACCTD_REQUIRE_INTEGRATION set (CI), a skip is a failure.
+func integration(t *testing.T) string {
+	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("ATOPACCTD_REQUIRE_INTEGRATION") != "" {
+		skip = t.Fatalf
+	}
+	if testing.Short() {
+		skip("integration test (-short)")
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root: acct(2) needs CAP_SYS_PACCT (EPERM otherwise)")
+	}
+	if running, err := daemonRunning(); err != nil || running {
+		skip("another atopacctd is running (semaphore %d; %v): accounting is global", privateKey, err)
+	}
+	bin := daemonBinary(t)
+	t.Cleanup(func() { acct(nil) })
+	return bin
+}
+
+// newTop makes a top directory as the daemon wants it: root's, mode 0755.
+func newTop(t *testing.T) string {
+	top := t.TempDir()
+	if err := os.Chmod(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+type daemonProc struct {
+	pid     int
+	top     string
+	pidfile string
+}
+
+// startDaemon starts the daemon the ordinary way (it daemonizes; the
+// starting process returns once it is ready) and stops it at cleanup.
+func startDaemon(t *testing.T, bin, top string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "atopacctd.pid")}
+	return d.start(t, exec.Command(bin, append(append([]string{"--pidfile", d.pidfile}, args...), top)...))
+}
+
+func (d *daemonProc) start(t *testing.T, cmd *exec.Cmd) *daemonProc {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", cmd, err, out)
+	}
+	b, err := os.ReadFile(d.pidfile)
+	if err != nil {
+		t.Fatalf("PID file after a ready start: %v", err)
+	}
+	if d.pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+		t.Fatalf("PID file %q", b)
+	}
+	t.Cleanup(func() { d.stop(t, unix.SIGKILL) })
+	return d
+}
+
+// stop signals the daemon and waits until it is gone.
+func (d *daemonProc) stop(t *testing.T, sig unix.Signal) {
+	if d.pid <= 0 {
+		return
+	}
+	unix.Kill(d.pid, sig)
+	waitFor(t, 10*time.Second, "daemon to exit", func() bool { return !running(d.pid) })
+	d.pid = 0
+}
+
+// running reports whether pid lives and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z")
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+	}
+}
+
+// follow polls the client until it has read every pid of want.
+func follow(t *testing.T, c *client, want []uint32) {
+	t.Helper()
+	var err error
+	defer func() { t.Logf("client: %d attaches, %d records, at file %d offset %d", c.attaches, len(c.pids), c.seq, c.off) }()
+	waitFor(t, 30*time.Second, "the client to read every record", func() bool {
+		if err := c.poll(); err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		err = inOrder(c.pids, want)
+		return !errors.Is(err, errNotFound)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func shadowFiles(t *testing.T, top string) map[int64]int64 {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(top, shadowDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[int64]int64{}
+	for _, e := range ents {
+		if seq, ok := parseName(e.Name()); ok {
+			if info, err := e.Info(); err == nil {
+				files[seq] = info.Size()
+			}
+		}
+	}
+	return files
+}
+
+func statusOf(t *testing.T, bin, top string) string {
+	t.Helper()
+	out, _ := exec.Command(bin, "-s", top).Output()
+	return string(out)
+}
+
+func TestIntegrationStorm(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "1000", "--source-max", "65536")
+	c, err := attach(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.detach()
+	pids := storm(t, 20000)
+	follow(t, c, pids)
+	if c.files < 20 {
+		t.Errorf("records spread over %d shadow files, want >= 20", c.files)
+	}
+	for i, size := range c.fullSize {
+		if size != 64000 {
+			t.Errorf("full shadow file #%d holds %d bytes, want 64000", i, size)
+		}
+	}
+	files := shadowFiles(t, top)
+	newest := slices.Max(slices.Collect(mapKeys(files)))
+	for seq, size := range files {
+		if seq != newest && size != 64000 {
+			t.Errorf("shadow file %d holds %d bytes, want 64000 (only the newest may hold fewer)", seq, size)
+		}
+	}
+	st := statusOf(t, bin, top)
+	m := regexp.MustCompile(`source rotations: (\d+)`).FindStringSubmatch(st)
+	if m == nil || atoi(m[1]) < 12 {
+		t.Errorf("want >= 12 source rotations for 20,000 records at 64 KiB; status:\n%s", st)
+	}
+	if !strings.Contains(st, "clients: 1\n") || !strings.Contains(st, "accounting: on\n") {
+		t.Errorf("status lacks clients: 1 or accounting: on:\n%s", st)
+	}
+	if info, err := os.Stat(filepath.Join(top, sourceName)); err != nil || info.Size() > 65536+64*readRecords {
+		t.Errorf("source file %v, %v: not bounded by --source-max", info, err)
+	}
+}
+
+func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
+	return func(yield func(K) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func TestIntegrationGarbageCollection(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "10", "--gc-interval", "1s")
+	c, err := attach(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.detach()
+	storm(t, 100)
+	waitFor(t, 5*time.Second, "ten shadow files", func() bool { return len(shadowFiles(t, top)) >= 10 })
+	// The client lets go of file 0 and another reader read-locks file 3.
+	c.f.Close()
+	c.f = nil
+	f, err := os.Open(filepath.Join(top, shadowDir, "0000000003.paf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk := unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 1}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "files 0 to 2 to be collected", func() bool {
+		files := shadowFiles(t, top)
+		return !has(files, 0, 1, 2) && has(files, 3)
+	})
+	time.Sleep(1500 * time.Millisecond) // at least one more collection
+	files := shadowFiles(t, top)
+	for seq := int64(3); seq < 10; seq++ {
+		if _, ok := files[seq]; !ok {
+			t.Errorf("file %d removed although file 3 before it is read-locked", seq)
+		}
+	}
+	f.Close()
+	waitFor(t, 5*time.Second, "every file but the newest to be collected", func() bool { return len(shadowFiles(t, top)) == 1 })
+}
+
+func has(m map[int64]int64, keys ...int64) bool {
+	for _, k := range keys {
+		if _, ok := m[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestIntegrationClientlessReset(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "10")
+	c, err := attach(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follow(t, c, storm(t, 50))
+	if n := len(shadowFiles(t, top)); n < 5 {
+		t.Fatalf("%d shadow files with a client attached, want >= 5", n)
+	}
+	c.detach()
+	storm(t, 1) // the next wakeup finds no client
+	dir := filepath.Join(top, shadowDir)
+	waitFor(t, 5*time.Second, "the client-less reset", func() bool {
+		files := shadowFiles(t, top)
+		cur, _ := os.ReadFile(filepath.Join(dir, currentName))
+		return len(files) == 1 && has(files, 0) && files[0] == 0 && string(cur) == "0/10"
+	})
+	st := statusOf(t, bin, top)
+	if !strings.Contains(st, "clients: 0\n") || regexp.MustCompile(`records dropped \(no clients\): [1-9]`).FindString(st) == "" {
+		t.Errorf("status after the reset:\n%s", st)
+	}
+}
+
+func TestIntegrationRestartAfterKill(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	d := startDaemon(t, bin, top, "--records", "100")
+	c, err := attach(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.detach()
+	follow(t, c, storm(t, 250))
+	d.stop(t, unix.SIGKILL) // accounting stays on into the old source file
+	startDaemon(t, bin, top, "--records", "100")
+	names, _ := readNames(mustOpen(t, top))
+	slices.Sort(names)
+	if want := []string{shadowDir, sourceName}; !slices.Equal(names, want) {
+		t.Errorf("top directory after the restart holds %v, want %v", names, want)
+	}
+	// The client's file was unlinked (link count 0): at its next read the
+	// client re-attaches to the new daemon, and from then on loses nothing.
+	if err := c.poll(); err != nil || c.attaches != 2 {
+		t.Fatalf("client after the restart: %v, %d attaches; want 2", err, c.attaches)
+	}
+	c.pids = nil
+	follow(t, c, storm(t, 300))
+}
+
+func mustOpen(t *testing.T, dir string) int {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func TestIntegrationPollingWithoutNetlink(t *testing.T) {
+	bin := integration(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1)")
+	}
+	top := newTop(t)
+	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
+	// In a new network namespace the proc connector refuses the subscription.
+	d.start(t, exec.Command("unshare", "-n", bin, "--pidfile", d.pidfile, "--poll", "200ms", top))
+	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: polling\n") {
+		t.Errorf("status in a new network namespace:\n%s", st)
+	}
+	c, err := attach(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.detach()
+	follow(t, c, storm(t, 2000))
+}
+
+func TestIntegrationExitCodes(t *testing.T) {
+	bin := integration(t)
+	base := newTop(t)
+	mk := func(name string, mode os.FileMode, uid int) string {
+		p := filepath.Join(base, name)
+		os.Mkdir(p, mode)
+		os.Chmod(p, mode)
+		os.Chown(p, uid, 0)
+		return p
+	}
+	good := mk("good", 0o755, 0)
+	file := filepath.Join(base, "file")
+	os.WriteFile(file, nil, 0o644)
+	link := filepath.Join(base, "link")
+	os.Symlink(good, link)
+	ro := mk("ro", 0o755, 0)
+	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, "mode=0755"); err == nil {
+		t.Cleanup(func() { unix.Unmount(ro, 0) })
+	} else {
+		t.Logf("mount read-only tmpfs: %v", err)
+	}
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		attr   *syscall.SysProcAttr
+		wrap   []string
+		code   int
+		stderr string
+	}{
+		{"version", []string{"-v"}, nil, nil, 0, ""},
+		{"unknown option", []string{"--bogus"}, nil, nil, 1, "--bogus: unknown option"},
+		{"compatible form, unknown dash", []string{"-x"}, nil, nil, 1, "usage:"},
+		{"two directories", []string{good, good}, nil, nil, 1, "only one top directory"},
+		{"records 0", []string{"--records", "0", good}, nil, nil, 1, "--records"},
+		{"bad duration", []string{"--poll", "fast", good}, nil, nil, 1, "--poll"},
+		{"not root", []string{good}, nobody, nil, 1, "must run as root"},
+		{"status, none running", []string{"-s", good}, nobody, nil, 1, ""},
+		{"missing directory", []string{filepath.Join(base, "missing")}, nil, nil, 2, "no such file"},
+		{"a file", []string{file}, nil, nil, 2, "not a directory"},
+		{"a symlink", []string{link}, nil, nil, 2, "symbolic link"},
+		{"group-writable", []string{mk("gw", 0o775, 0)}, nil, nil, 2, "writable by group or others"},
+		{"not root's", []string{mk("nobodys", 0o755, 65534)}, nil, nil, 2, "owned by uid 65534"},
+		{"read-only file system", []string{"-f", "--pidfile", "", ro}, nil, nil, 5, "pacct_source"},
+		{"accounting refused (user namespace)", []string{"-f", "--pidfile", "", good}, nil, []string{"unshare", "-U", "-r"}, 6, "acct: operation not permitted"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			argv := append(append(tt.wrap, bin), tt.args...)
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.SysProcAttr = tt.attr
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tt.code, tt.stderr)
+			}
+			if tt.code != 0 && strings.Count(strings.TrimSpace(stderr.String()), "\n") > 1 {
+				t.Errorf("stderr has more than an error line and the usage: %q", stderr.String())
+			}
+			if names, _ := readNames(mustOpen(t, good)); len(names) != 0 {
+				t.Errorf("a failed start left %v in %s", names, good)
+			}
+		})
+	}
+	t.Run("already running", func(t *testing.T) {
+		startDaemon(t, bin, good)
+		out, err := exec.Command(bin, "--pidfile", "", newTop(t)).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(string(out), "running") {
+			t.Errorf("second daemon: %v, %q; want exit 3", err, out)
+		}
+	})
+}
+
+// startForeground runs the daemon with -f and waits for READY=1 on a
+// notify socket, as systemd's Type=notify does.
+func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cmd := exec.Command(bin, append(append([]string{"-f"}, args...), top)...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notify socket: %q, %v; stderr: %s", buf[:n], err, stderr)
+	}
+	return cmd, stderr
+}
+
+func TestIntegrationShutdown(t *testing.T) {
+	bin := integration(t)
+	for _, tt := range []struct {
+		sig  unix.Signal
+		code int
+	}{{unix.SIGTERM, 0}, {unix.SIGINT, 130}, {unix.SIGQUIT, 131}} {
+		t.Run(tt.sig.String(), func(t *testing.T) {
+			top := newTop(t)
+			pidfile := filepath.Join(t.TempDir(), "pid")
+			cmd, stderr := startForeground(t, bin, top, "--pidfile", pidfile)
+			if b, _ := os.ReadFile(pidfile); string(b) != strconv.Itoa(cmd.Process.Pid)+"\n" {
+				t.Errorf("PID file holds %q, want %d", b, cmd.Process.Pid)
+			}
+			src, err := os.Open(filepath.Join(top, sourceName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			cmd.Process.Signal(unix.SIGHUP) // ignored
+			time.Sleep(100 * time.Millisecond)
+			cmd.Process.Signal(tt.sig)
+			err = cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != tt.code {
+				t.Errorf("exit %d (%v), want %d; stderr: %s", code, err, tt.code, stderr)
+			}
+			if names, _ := readNames(mustOpen(t, top)); len(names) != 0 {
+				t.Errorf("top directory holds %v after shutdown", names)
+			}
+			if _, err := os.Stat(pidfile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("PID file after shutdown: %v", err)
+			}
+			if _, err := semget(publicKey, 2, 0); !errors.Is(err, unix.ENOENT) {
+				t.Errorf("public semaphore set after shutdown: %v, want ENOENT", err)
+			}
+			// Accounting is off: exits no longer grow the (now unlinked) source.
+			before, _ := src.Seek(0, 2)
+			storm(t, 20)
+			time.Sleep(100 * time.Millisecond)
+			if after, _ := src.Seek(0, 2); after != before {
+				t.Errorf("source grew from %d to %d bytes after shutdown: accounting still on", before, after)
+			}
+		})
+	}
+}
+
+// atopBinary finds Debian's atop client: $ATOP, then the PATH.
+func atopBinary(t *testing.T) string {
+	if p := os.Getenv("ATOP"); p != "" {
+		return p
+	}
+	p, err := exec.LookPath("atop")
+	if err != nil && os.Getenv("ATOPACCTD_REQUIRE_INTEGRATION") != "" {
+		t.Fatal("no atop client: set ATOP=/path/to/atop")
+	}
+	if err != nil {
+		t.Skip("no atop client: set ATOP=/path/to/atop (.ci/run unpacks Debian's atop 2.8.1)")
+	}
+	return p
+}
+
+func TestIntegrationAtop(t *testing.T) {
+	bin := integration(t)
+	atop := atopBinary(t)
+	top := newTop(t)
+	startDaemon(t, bin, top)
+	work := t.TempDir()
+	raw := filepath.Join(work, "raw")
+	// atop reads pacctdir from /etc/atoprc only: give it one of its own in a
+	// private mount namespace, over an overlay of /etc, leaving the host's alone.
+	script := fmt.Sprintf(`set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs %[1]s
+mkdir %[1]s/upper %[1]s/work
+mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/upper,workdir=%[1]s/work /etc
+echo "pacctdir %[2]s" > /etc/atoprc
+exec %[3]s -w %[4]s 1 5
+`, filepath.Join(work, "mnt"), top, atop, raw)
+	os.Mkdir(filepath.Join(work, "mnt"), 0o700)
+	cmd := exec.Command("unshare", "-m", "sh", "-c", script)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// atop counts exits from its first sample on: start them after it.
+	waitFor(t, 10*time.Second, "atop's first sample", func() bool { st, err := os.Stat(raw); return err == nil && st.Size() > 0 })
+	if n, err := publicClients(); n != 1 {
+		t.Fatalf("%d clients registered (%v), want atop", n, err)
+	}
+	pids := map[int]bool{}
+	for i := 0; i < 300; i++ {
+		c := exec.Command("/bin/true")
+		if err := c.Run(); err != nil {
+			t.Fatal(err)
+		}
+		pids[c.Process.Pid] = true
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("atop -w: %v: %s", err, out.String())
+	}
+	parsed, err := exec.Command(atop, "-r", raw, "-P", "PRG").Output()
+	if err != nil {
+		t.Fatalf("atop -r: %v", err)
+	}
+	// PRG host epoch date time interval pid (name) state ...
+	seen := 0
+	sc := bufio.NewScanner(strings.NewReader(string(parsed)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 8 && f[0] == "PRG" && f[7] == "(true)" && f[8] == "E" && pids[atoi(f[6])] {
+			seen++
+			delete(pids, atoi(f[6]))
+		}
+	}
+	if seen != 300 {
+		t.Errorf("atop -P PRG shows %d of the 300 exited /bin/true processes", seen)
+	}
+}
