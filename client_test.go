@@ -26,6 +26,7 @@ type client struct {
 	off      int64
 	format   recordFormat
 	pids     []uint32 // ac_pid of every record read, in order
+	ppids    []uint32 // ac_ppid of the same records
 	files    int      // shadow files read
 	fullSize []int64  // size of every file left behind as full
 	attaches int
@@ -95,6 +96,7 @@ func (c *client) poll() error {
 				}
 			}
 			c.pids = append(c.pids, c.format.pid(rec))
+			c.ppids = append(c.ppids, c.format.order.Uint32(rec[offV3Pid+4:])) // acct_v3.ac_ppid
 		}
 		c.off += int64(n)
 		if n > 0 {
@@ -134,12 +136,13 @@ func (c *client) detach() {
 const stormEnv = "ATOPACCTD_TEST_STORM"
 
 // stormMain forks n children that _exit at once, one after the other, and
-// writes their pids to the file named by stormEnv's value after the count.
+// writes its own pid, then theirs, to the file named by stormEnv's value
+// after the count.
 func stormMain(spec string) {
 	var n int
 	var out string
 	fmt.Sscanf(spec, "%d:%s", &n, &out)
-	pids := make([]byte, 0, 4*n)
+	pids := binary.NativeEndian.AppendUint32(make([]byte, 0, 4*n+4), uint32(os.Getpid()))
 	for i := 0; i < n; i++ {
 		pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
 		if errno != 0 {
@@ -160,8 +163,14 @@ func stormMain(spec string) {
 	os.Exit(0)
 }
 
-// storm runs n short-lived processes and returns their pids in exit order.
-func storm(t *testing.T, n int) []uint32 {
+// stormRun is a storm's children, in exit order, and their parent.
+type stormRun struct {
+	parent uint32
+	pids   []uint32
+}
+
+// storm runs n short-lived processes.
+func storm(t *testing.T, n int) stormRun {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "pids")
 	cmd := testCommand(os.Args[0], "-test.run=^$")
@@ -177,34 +186,27 @@ func storm(t *testing.T, n int) []uint32 {
 	for i := range pids {
 		pids[i] = binary.NativeEndian.Uint32(b[4*i:])
 	}
-	return pids
+	return stormRun{parent: pids[0], pids: pids[1:]}
 }
 
 var errNotFound = errors.New("not found")
 
-// inOrder checks that every pid of want appears exactly once in got, in order.
-func inOrder(got, want []uint32) error {
-	pos := make(map[uint32]int, len(want))
-	for i, p := range want {
-		pos[p] = i
-	}
-	seen := make([]int, len(want))
+// check verifies that the client read the storm's records (those whose parent
+// is the storm process: pids wrap around in a long storm) exactly once each,
+// in exit order.
+func (c *client) check(s stormRun) error {
 	next := 0
-	for _, p := range got {
-		i, ok := pos[p]
-		if !ok {
+	for i, p := range c.pids {
+		if c.ppids[i] != s.parent {
 			continue
 		}
-		seen[i]++
-		if i != next {
-			return fmt.Errorf("pid %d (#%d of the storm) read where #%d was due", p, i, next)
+		if next == len(s.pids) || p != s.pids[next] {
+			return fmt.Errorf("record of pid %d read where #%d of the storm (pid %d) was due", p, next, s.pids[min(next, len(s.pids)-1)])
 		}
 		next++
 	}
-	for i, n := range seen {
-		if n != 1 {
-			return fmt.Errorf("pid %d (#%d of the storm) read %d times: %w", want[i], i, n, errNotFound)
-		}
+	if next < len(s.pids) {
+		return fmt.Errorf("%d of %d storm records read: %w", next, len(s.pids), errNotFound)
 	}
 	return nil
 }

@@ -475,11 +475,7 @@ func (d *daemon) startup() error {
 // checkEvents starts a child that exits at once and waits for its exit event:
 // a subscription can be accepted and still deliver nothing (new pid namespace).
 func (d *daemon) checkEvents() error {
-	exe, err := os.Executable()
-	if err != nil {
-		exe = "/proc/self/exe"
-	}
-	p, err := os.StartProcess(exe, []string{"atopacctd"}, &os.ProcAttr{Env: []string{probeEnv + "=1"}})
+	p, err := os.StartProcess("/proc/self/exe", []string{"atopacctd"}, &os.ProcAttr{Env: []string{probeEnv + "=1"}})
 	if err != nil {
 		return fmt.Errorf("start exit probe: %w", err)
 	}
