@@ -164,7 +164,9 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 func follow(t *testing.T, c *client, want stormRun) {
 	t.Helper()
 	var err error
-	defer func() { t.Logf("client: %d attaches, %d records, at file %d offset %d", c.attaches, len(c.pids), c.seq, c.off) }()
+	defer func() {
+		t.Logf("client: %d attaches, %d records, at file %d offset %d", c.attaches, len(c.pids), c.seq, c.off)
+	}()
 	waitFor(t, 30*time.Second, "the client to read every record", func() bool {
 		if err := c.poll(); err != nil {
 			t.Fatalf("client: %v", err)
