@@ -120,72 +120,61 @@ func acct(path []byte) error {
 	return nil
 }
 
-// source is the file the kernel appends records to, read by the daemon alone.
+// source is the pair of files the kernel appends records to, read by the
+// daemon alone: TOP/pacct_source, which the kernel writes, and
+// TOP/pacct_source.next, empty, which it writes after the next rotation.
+// Two fixed files, switched in turn, because acct(2) opens its file on a
+// private clone of the mount, which Landlock cannot see beneath the top
+// directory: only a rule on the file itself, made before the sandbox, lets
+// the sandboxed daemon switch to it.
 type source struct {
-	top    int   // top directory
-	fd     int   // the current source file, open for reading
-	off    int64 // bytes consumed from fd
-	next   int   // the next source file while switching, else -1
+	top    int    // top directory
+	fds    [2]int // both files, open read-write; fds[cur] is being written
+	cur    int
+	off    int64 // bytes consumed from fds[cur]
 	format recordFormat
 	self   string // identity of the daemon's own records
+	on     bool   // the daemon switched accounting on
 
-	name, nextName []byte // NUL-terminated names for the *at calls
-	path, nextPath []byte // "/proc/self/fd/TOP/name": acct(2) has no *at form
-	on             bool   // the daemon switched accounting on
+	name, nextName []byte    // NUL-terminated names for the *at calls
+	paths          [2][]byte // "/proc/self/fd/N": acct(2) takes a path
 }
 
 func newSource(top int) *source {
-	dir := "/proc/self/fd/" + strconv.Itoa(top) + "/"
-	return &source{
-		top: top, fd: -1, next: -1,
-		name: cstr(sourceName), nextName: cstr(sourceNext),
-		path: cstr(dir + sourceName), nextPath: cstr(dir + sourceNext),
-	}
+	return &source{top: top, fds: [2]int{-1, -1}, name: cstr(sourceName), nextName: cstr(sourceNext)}
 }
 
-// create makes an empty TOP/pacct_source (0600), replacing one left behind.
+// create makes both files empty (0600), replacing any left behind.
 func (s *source) create() error {
-	unlinkat(s.top, s.nextName, 0)
-	fd, err := s.createFile(s.name)
-	if err != nil {
-		return err
+	for i, name := range [][]byte{s.name, s.nextName} {
+		if err := unlinkat(s.top, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove %s: %w", cname(name), os.NewSyscallError("unlinkat", err))
+		}
+		fd, err := openat(s.top, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", cname(name), os.NewSyscallError("openat", err))
+		}
+		s.fds[i] = fd
+		s.paths[i] = cstr("/proc/self/fd/" + strconv.Itoa(fd))
 	}
-	s.fd, s.off = fd, 0
 	return nil
 }
 
-func (s *source) createFile(name []byte) (int, error) {
-	if err := unlinkat(s.top, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return -1, fmt.Errorf("remove %s: %w", cname(name), os.NewSyscallError("unlinkat", err))
-	}
-	fd, err := openat(s.top, name, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return -1, fmt.Errorf("create %s: %w", cname(name), os.NewSyscallError("openat", err))
-	}
-	return fd, nil
-}
-
-// switchOn switches accounting on into the source file and learns the record
+// switchOn switches accounting on into pacct_source and learns the record
 // format without waiting for any process: the kernel writes a record for the
 // caller into the old file whenever acct(2) switches files, so the daemon
-// switches to a probe file first and then to the source, and reads its own
-// record from the probe.
+// switches to pacct_source.next first, then to pacct_source, and reads its
+// own record from pacct_source.next.
 func (s *source) switchOn() error {
-	probe, err := s.createFile(s.nextName)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(probe)
-	defer unlinkat(s.top, s.nextName, 0)
-	if err := acct(s.nextPath); err != nil {
-		return fmt.Errorf("switch accounting on (%s): %w", cname(s.nextPath), os.NewSyscallError("acct", err))
+	if err := acct(s.paths[1]); err != nil {
+		return fmt.Errorf("switch accounting on (%s): %w", sourceNext, os.NewSyscallError("acct", err))
 	}
 	s.on = true
-	if err := acct(s.path); err != nil {
-		return fmt.Errorf("switch accounting on (%s): %w", cname(s.path), os.NewSyscallError("acct", err))
+	if err := acct(s.paths[0]); err != nil {
+		return fmt.Errorf("switch accounting on (%s): %w", sourceName, os.NewSyscallError("acct", err))
 	}
 	var rec [sizeofAcctV3]byte
-	n, err := unix.Pread(probe, rec[:], 0)
+	n, err := unix.Pread(s.fds[1], rec[:], 0)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
 	}
@@ -200,6 +189,9 @@ func (s *source) switchOn() error {
 		return fmt.Errorf("%w: short record of %d bytes", errFormat, n)
 	}
 	s.format, s.self = f, f.identity(rec[:])
+	if err := unix.Ftruncate(s.fds[1], 0); err != nil {
+		return fmt.Errorf("empty %s: %w", sourceNext, os.NewSyscallError("ftruncate", err))
+	}
 	return nil
 }
 
@@ -215,10 +207,10 @@ func (s *source) switchOff() error {
 	return nil
 }
 
-// read fills buf from the source file with whole records, from where the last
-// read ended; it returns the records read (nil at the end of the file).
+// read fills buf from the file being written with whole records, from where
+// the last read ended; it returns the records read (nil at the end).
 func (s *source) read(buf []byte) ([]byte, error) {
-	n, err := unix.Pread(s.fd, buf, s.off)
+	n, err := unix.Pread(s.fds[s.cur], buf, s.off)
 	if err != nil {
 		return nil, os.NewSyscallError("pread "+sourceName, err)
 	}
@@ -227,32 +219,38 @@ func (s *source) read(buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// beginSwitch makes a fresh next source file and switches the kernel to it.
-// When acct(2) returns, the kernel has closed the old file: what it holds
-// now is all it will ever hold, ending with a record about the daemon.
+// beginSwitch switches the kernel to the other, empty file. When acct(2)
+// returns, the kernel has closed the old file: what it holds now is all it
+// will ever hold, ending with a record about the daemon.
 func (s *source) beginSwitch() error {
-	fd, err := s.createFile(s.nextName)
-	if err != nil {
-		return err
-	}
-	if err := acct(s.nextPath); err != nil {
-		unix.Close(fd)
-		unlinkat(s.top, s.nextName, 0)
+	if err := acct(s.paths[1-s.cur]); err != nil {
 		return fmt.Errorf("switch accounting to %s: %w", sourceNext, os.NewSyscallError("acct", err))
 	}
-	s.next = fd
 	return nil
 }
 
-// finishSwitch, once the old file is drained, renames the next file over it
-// (so TOP/pacct_source exists at every moment) and reads from the new one.
+// finishSwitch, once the old file is drained, swaps the two names (so
+// TOP/pacct_source always names the file being written), empties the old
+// file and reads from the new one.
 func (s *source) finishSwitch() error {
-	if err := renameat(s.top, s.nextName, s.top, s.name); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", sourceNext, sourceName, os.NewSyscallError("renameat2", err))
+	old := s.fds[s.cur]
+	s.cur, s.off = 1-s.cur, 0
+	if err := renameat2(s.top, s.nextName, s.top, s.name, unix.RENAME_EXCHANGE); err != nil {
+		return fmt.Errorf("exchange %s and %s: %w", sourceName, sourceNext, os.NewSyscallError("renameat2", err))
 	}
-	unix.Close(s.fd)
-	s.fd, s.next, s.off = s.next, -1, 0
+	if err := unix.Ftruncate(old, 0); err != nil {
+		return fmt.Errorf("empty %s: %w", sourceNext, os.NewSyscallError("ftruncate", err))
+	}
 	return nil
+}
+
+// size returns the bytes in the file being written, for the status.
+func (s *source) size() int64 {
+	var st unix.Stat_t
+	if unix.Fstat(s.fds[s.cur], &st) != nil {
+		return 0
+	}
+	return st.Size
 }
 
 // dropSelf removes, in place, the records about the daemon itself: those the
@@ -271,15 +269,13 @@ func (s *source) dropSelf(recs []byte) []byte {
 // remove switches accounting off and deletes the source files.
 func (s *source) remove() error {
 	err := s.switchOff()
-	if s.fd >= 0 {
-		unix.Close(s.fd)
-		s.fd = -1
+	for i, fd := range s.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+			s.fds[i] = -1
+			unlinkat(s.top, s.name, 0)
+			unlinkat(s.top, s.nextName, 0)
+		}
 	}
-	if s.next >= 0 {
-		unix.Close(s.next)
-		s.next = -1
-	}
-	unlinkat(s.top, s.nextName, 0)
-	unlinkat(s.top, s.name, 0)
 	return err
 }

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(stormEnv); spec != "" {
 		stormMain(spec)
 	}
+	if spec := os.Getenv(probeSandboxEnv); spec != "" {
+		probeSandbox(spec)
+	}
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
@@ -43,29 +46,36 @@ func testCommand(name string, args ...string) *exec.Cmd {
 }
 
 var built struct {
-	once      sync.Once
-	dir, path string
-	err       error
+	sync.Mutex
+	dir   string
+	paths map[string]string // by -ldflags
 }
 
-// daemonBinary builds the daemon once per test run, as the Makefile does.
-func daemonBinary(t *testing.T) string {
+// daemonBinary builds the daemon once per test run and set of -ldflags, as
+// the Makefile does.
+func daemonBinary(t *testing.T, ldflags ...string) string {
 	t.Helper()
-	built.once.Do(func() {
-		if built.dir, built.err = os.MkdirTemp("", "atopacctd-bin"); built.err != nil {
-			return
-		}
-		os.Chmod(built.dir, 0o755) // other users run it too (exit code tests)
-		built.path = filepath.Join(built.dir, "atopacctd")
-		out, err := testCommand("go", "build", "-trimpath", "-o", built.path, ".").CombinedOutput()
-		if err != nil {
-			built.err = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
+	built.Lock()
+	defer built.Unlock()
+	key := strings.Join(ldflags, " ")
+	if p, ok := built.paths[key]; ok {
+		return p
 	}
-	return built.path
+	if built.dir == "" {
+		dir, err := os.MkdirTemp("", "atopacctd-bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, 0o755) // other users run it too (exit code tests)
+		built.dir, built.paths = dir, map[string]string{}
+	}
+	p := filepath.Join(built.dir, fmt.Sprintf("atopacctd%d", len(built.paths)))
+	out, err := testCommand("go", "build", "-trimpath", "-ldflags", key, "-o", p, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	built.paths[key] = p
+	return p
 }
 
 // integration skips unless the test can own process accounting and the
@@ -344,7 +354,7 @@ func TestIntegrationRestartAfterKill(t *testing.T) {
 	startDaemon(t, bin, top, "--records", "100")
 	names, _ := readNames(mustOpen(t, top))
 	slices.Sort(names)
-	if want := []string{shadowDir, sourceName}; !slices.Equal(names, want) {
+	if want := []string{shadowDir, sourceName, sourceNext}; !slices.Equal(names, want) {
 		t.Errorf("top directory after the restart holds %v, want %v", names, want)
 	}
 	// The client's file was unlinked (link count 0): at its next read the

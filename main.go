@@ -34,6 +34,7 @@ const (
 	exitAcct     = 6 // accounting could not be switched on
 	exitFormat   = 7 // the kernel writes records in a format neither we nor atop read
 	exitInternal = 8 // a bug: the daemon cleaned up and stopped
+	exitSandbox  = 9 // the sandbox could not be applied (see --no-sandbox)
 )
 
 const (
@@ -46,7 +47,7 @@ const (
 	probeWait  = time.Second
 )
 
-const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [topdirectory]"
+const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--no-sandbox] [topdirectory]"
 
 const helpText = usageLine + `
 
@@ -63,18 +64,21 @@ TOPDIRECTORY/pacct_shadow.d (default top directory /run) for atop.
   --poll DURATION          polling interval when netlink is unavailable (default 1s)
   -s, --status             print the state of the daemon serving topdirectory, exit 0
                            (1 if none runs); works for non-root users too
+  --no-sandbox             for debugging only: keep every capability, no seccomp
+                           filter, no Landlock (by default a sandbox that cannot be
+                           applied is fatal, exit 9)
   -h, --help               print this help, exit 0
 
 Exit codes: 0 ok, 1 usage or not root, 2 top directory, 3 already running or
 semaphores, 5 files, directories or start-up, 6 accounting could not be switched
-on, 7 unknown accounting record format, 8 internal error; a signal: 128+signal
-(SIGTERM: 0).
+on, 7 unknown accounting record format, 8 internal error, 9 sandbox failed;
+a signal: 128+signal (SIGTERM: 0).
 `
 
 type options struct {
 	top                         string
 	version, foreground, status bool
-	help                        bool
+	help, noSandbox             bool
 	pidfile                     string
 	records, sourceMax          int64
 	gcInterval, poll            time.Duration
@@ -116,6 +120,8 @@ func parseArgs(args []string) (options, error) {
 			o.status = true
 		case "-h", "--help":
 			o.help = true
+		case "--no-sandbox":
+			o.noSandbox = true
 		case "--pidfile":
 			o.pidfile, err = value()
 		case "--records":
@@ -414,7 +420,6 @@ func (d *daemon) start(ready *os.File) (code int) {
 	if ready != nil {
 		fmt.Fprintln(ready, readyLine)
 		ready.Close()
-		devnull()
 	}
 	d.log.noticef("started %s: top %s, %s, %d records per shadow file", version, d.opts.top, d.accounting(), d.opts.records)
 	return exitOK
@@ -460,15 +465,31 @@ func (d *daemon) startup() error {
 		}
 	}
 
-	// 7. PID file, priority, readiness (the caller), then the loop.
+	// 7. PID file and priority, the last privileged steps; then the
+	//    sandbox; readiness (the caller reports it) and the loop.
 	if err := d.writePidfile(); err != nil {
 		return fail(exitFiles, err)
 	}
 	renice()
+	notify := notifySocket(d.opts.foreground)
+	if d.opts.noSandbox {
+		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
+	} else {
+		note, err := sandbox(sandboxConfig{top: d.top, sources: d.src.fds[:], pidfile: d.opts.pidfile})
+		if err != nil {
+			return fail(exitSandbox, fmt.Errorf("sandbox: %w", err))
+		}
+		if note != "" {
+			d.log.warnf("%s", note)
+		}
+	}
 	d.now = time.Now()
 	d.nextTick, d.nextGC = d.now, d.now.Add(d.opts.gcInterval)
 	d.publish()
-	notifyReady(d.opts.foreground)
+	if notify >= 0 {
+		unix.Write(notify, []byte("READY=1"))
+		unix.Close(notify)
+	}
 	return nil
 }
 
@@ -531,35 +552,25 @@ func renice() {
 	}
 }
 
-// devnull points the standard descriptors of the daemonized process at /dev/null.
-func devnull() {
-	fd, err := unix.Open("/dev/null", unix.O_RDWR, 0)
-	if err != nil {
-		return
-	}
-	for i := 0; i < 3; i++ {
-		unix.Dup2(fd, i)
-	}
-	if fd > 2 {
-		unix.Close(fd)
-	}
-}
-
-// notifyReady sends READY=1 to $NOTIFY_SOCKET (systemd Type=notify) in the foreground.
-func notifyReady(foreground bool) {
+// notifySocket connects to $NOTIFY_SOCKET (systemd Type=notify) in the
+// foreground, before the sandbox; READY=1 is sent through it once ready.
+func notifySocket(foreground bool) int {
 	path := os.Getenv("NOTIFY_SOCKET")
 	if !foreground || path == "" {
-		return
+		return -1
 	}
 	if path[0] == '@' {
 		path = "\x00" + path[1:]
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return
+		return -1
 	}
-	unix.Sendto(fd, []byte("READY=1"), 0, &unix.SockaddrUnix{Name: path})
-	unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
 }
 
 func (d *daemon) writePidfile() error {

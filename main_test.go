@@ -38,6 +38,7 @@ func TestParseArgs(t *testing.T) {
 		{"bad duration", []string{"--gc-interval", "soon"}, def, `--gc-interval: "soon" is not a positive duration`},
 		{"zero poll", []string{"--poll", "0s"}, def, "--poll:"},
 		{"missing value", []string{"--records"}, def, "--records: needs a value"},
+		{"no-sandbox", []string{"--no-sandbox"}, with(func(o *options) { o.noSandbox = true }), ""},
 		{"value on a flag", []string{"--foreground=yes"}, def, "--foreground: takes no value"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -52,11 +52,16 @@ func unlinkat(dir int, name []byte, flags int) error {
 	return nil
 }
 
-// renameat wraps renameat2(2) with no flags (plain renameat(2) is missing on
+// renameat is renameat2(2) with no flags (plain renameat(2) is missing on
 // arm64 and riscv64).
 func renameat(fromDir int, from []byte, toDir int, to []byte) error {
+	return renameat2(fromDir, from, toDir, to, 0)
+}
+
+// renameat2 wraps renameat2(2) for NUL-terminated names.
+func renameat2(fromDir int, from []byte, toDir int, to []byte, flags uint) error {
 	_, _, errno := unix.Syscall6(unix.SYS_RENAMEAT2, uintptr(fromDir), uintptr(unsafe.Pointer(&from[0])),
-		uintptr(toDir), uintptr(unsafe.Pointer(&to[0])), 0, 0)
+		uintptr(toDir), uintptr(unsafe.Pointer(&to[0])), uintptr(flags), 0)
 	if errno != 0 {
 		return errno
 	}

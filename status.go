@@ -47,7 +47,7 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = append(b, " ("...)
 	b = strconv.AppendInt(b, d.fileBytes, 10)
 	b = append(b, " bytes)\nsource: "...)
-	b = strconv.AppendInt(b, d.src.off, 10)
+	b = strconv.AppendInt(b, d.src.size(), 10)
 	b = append(b, " bytes\naccounting: "...)
 	b = append(b, d.accounting()...)
 	b = append(b, '\n')

@@ -1,0 +1,293 @@
+// The sandbox: after every privileged resource is acquired, the daemon keeps
+// CAP_SYS_PACCT alone, sets no_new_privs, confines file access to its top
+// directory with Landlock and loads a seccomp allow-list.
+// Speaks capabilities(7), prctl(2) (PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE,
+// PR_SET_SECUREBITS), setrlimit(2), landlock(7) (landlock_create_ruleset(2),
+// landlock_add_rule(2), landlock_restrict_self(2)), seccomp(2)
+// (SECCOMP_FILTER_FLAG_TSYNC), include/uapi/linux/landlock.h.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"syscall"
+	"time"
+	"unsafe"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/sys/unix"
+	"kernel.org/pub/linux/libs/security/libcap/cap"
+)
+
+// seccompDefault is the action for calls outside the allow-list: "errno"
+// (EPERM). Test builds stamp "log" in (-ldflags -X main.seccompDefault=log)
+// to find, in the kernel log, any call the list lacks.
+var seccompDefault = "errno"
+
+const maxOpenFiles = 64 // RLIMIT_NOFILE: the daemon holds about 15 descriptors
+
+// sandboxConfig names what the sandboxed daemon may still touch.
+type sandboxConfig struct {
+	top     int    // the top directory: everything the daemon writes
+	sources []int  // the source files, which acct(2) opens
+	pidfile string // "" when there is none
+}
+
+// prepareSandbox makes the Go runtime ask for nothing new once the filter is
+// loaded: GOMAXPROCS pinned (no cgroup re-reads), the netpoller started, the
+// local time zone loaded.
+func prepareSandbox() {
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	if r, w, err := os.Pipe(); err == nil { // registers with the netpoller
+		r.SetReadDeadline(time.Now())
+		r.Close()
+		w.Close()
+	}
+	time.Now().Format(time.Stamp) // loads /etc/localtime for syslog lines
+}
+
+// sandbox applies, in this order: resource limits, capabilities,
+// no_new_privs, Landlock, seccomp. Landlock missing from the kernel is not
+// an error: it returns a note to log.
+func sandbox(c sandboxConfig) (note string, err error) {
+	prepareSandbox()
+	for _, l := range []struct {
+		res int
+		max uint64
+	}{{unix.RLIMIT_CORE, 0}, {unix.RLIMIT_NOFILE, maxOpenFiles}} {
+		if err := unix.Setrlimit(l.res, &unix.Rlimit{Cur: l.max, Max: l.max}); err != nil {
+			return "", fmt.Errorf("setrlimit: %w", err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return "", os.NewSyscallError("prctl PR_SET_DUMPABLE", err)
+	}
+	if err := dropCapabilities(); err != nil {
+		return "", fmt.Errorf("drop capabilities: %w", err)
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+		return "", os.NewSyscallError("prctl PR_SET_NO_NEW_PRIVS", err)
+	}
+	note, err = landlock(c)
+	if err != nil {
+		return "", fmt.Errorf("landlock: %w", err)
+	}
+	if err := loadSeccomp(); err != nil {
+		return "", err
+	}
+	return note, nil
+}
+
+// allThreads runs a system call on every thread of the process (Go's
+// AllThreadsSyscall, which works because the binary is built without cgo).
+func allThreads(trap, a1, a2, a3 uintptr) error {
+	if _, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// dropCapabilities leaves CAP_SYS_PACCT alone in the permitted, effective
+// and bounding sets, empties the inheritable and ambient sets, and locks the
+// secure bits so that uid 0 gains nothing back (libcap applies each change to
+// every thread).
+func dropCapabilities() error {
+	var drop []cap.Value
+	for v := cap.Value(0); v < cap.MaxBits(); v++ {
+		if v != cap.SYS_PACCT {
+			drop = append(drop, v)
+		}
+	}
+	if err := cap.DropBound(drop...); err != nil {
+		return fmt.Errorf("bounding set: %w", err)
+	}
+	if err := cap.ResetAmbient(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("ambient set: %w", err) // EINVAL: a kernel before 4.3, no ambient set
+	}
+	bits := cap.SecbitNoRoot | cap.SecbitNoRootLocked | cap.SecbitNoSetUIDFixup | cap.SecbitNoSetUIDFixupLocked |
+		cap.SecbitKeepCapsLocked | cap.SecbitNoCapAmbientRaise | cap.SecbitNoCapAmbientRaiseLocked
+	if err := bits.Set(); err != nil {
+		return fmt.Errorf("secure bits: %w", err)
+	}
+	set := cap.NewSet()
+	if err := set.SetFlag(cap.Permitted, true, cap.SYS_PACCT); err != nil {
+		return err
+	}
+	if err := set.SetFlag(cap.Effective, true, cap.SYS_PACCT); err != nil {
+		return err
+	}
+	return set.SetProc()
+}
+
+// Landlock rights by the ABI version that introduced them.
+const (
+	llFSv1 = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_FILE |
+		unix.LANDLOCK_ACCESS_FS_READ_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SOCK | unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SYM
+	llFSv2 = llFSv1 | unix.LANDLOCK_ACCESS_FS_REFER
+	llFSv3 = llFSv2 | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	llFSv5 = llFSv3 | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+	llNet  = unix.LANDLOCK_ACCESS_NET_BIND_TCP | unix.LANDLOCK_ACCESS_NET_CONNECT_TCP // ABI 4
+
+	// What the daemon does beneath its top directory: source and shadow
+	// files, current, status, the shadow directory itself.
+	llTop = unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_DIR |
+		unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	// What acct(2) needs on each source file, which it opens through a
+	// private clone of the mount: the walk up from there never meets the
+	// rule on the top directory.
+	llSource = unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+)
+
+// llRule grants access beneath a directory (by fd or path) or to a file.
+type llRule struct {
+	path   string
+	fd     int
+	access uint64
+}
+
+// landlock restricts every thread to the top directory, plus reading and
+// removing the PID file. Abstract unix sockets stay unscoped: $NOTIFY_SOCKET
+// may be one.
+func landlock(c sandboxConfig) (string, error) {
+	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno == unix.ENOSYS || errno == unix.EOPNOTSUPP {
+		return "Landlock unavailable (" + errno.Error() + "): file access not confined", nil
+	}
+	if errno != 0 {
+		return "", os.NewSyscallError("landlock_create_ruleset", errno)
+	}
+	attr := unix.LandlockRulesetAttr{Handled_access_fs: llFSv1}
+	size := unsafe.Sizeof(attr.Handled_access_fs)
+	switch {
+	case abi >= 6:
+		attr.Scoped = unix.LANDLOCK_SCOPE_SIGNAL
+		size = unsafe.Offsetof(attr.Scoped) + 8
+		fallthrough
+	case abi >= 4:
+		attr.Handled_access_net = llNet
+		size = max(size, unsafe.Offsetof(attr.Handled_access_net)+8)
+	}
+	switch {
+	case abi >= 5:
+		attr.Handled_access_fs = llFSv5
+	case abi >= 3:
+		attr.Handled_access_fs = llFSv3
+	case abi >= 2:
+		attr.Handled_access_fs = llFSv2
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
+	if errno != 0 {
+		return "", os.NewSyscallError("landlock_create_ruleset", errno)
+	}
+	defer unix.Close(int(fd))
+	rules := []llRule{{fd: c.top, access: llTop}}
+	for _, fd := range c.sources {
+		rules = append(rules, llRule{fd: fd, access: llSource})
+	}
+	if c.pidfile != "" {
+		rules = append(rules,
+			llRule{path: filepath.Dir(c.pidfile), access: unix.LANDLOCK_ACCESS_FS_REMOVE_FILE},
+			llRule{path: c.pidfile, access: unix.LANDLOCK_ACCESS_FS_READ_FILE})
+	}
+	for _, r := range rules {
+		dirfd := r.fd
+		if r.path != "" {
+			var err error
+			if dirfd, err = unix.Open(r.path, unix.O_PATH|unix.O_CLOEXEC, 0); err != nil {
+				return "", fmt.Errorf("open %s: %w", r.path, err)
+			}
+			defer unix.Close(dirfd)
+		}
+		rule := unix.LandlockPathBeneathAttr{Allowed_access: r.access & attr.Handled_access_fs, Parent_fd: int32(dirfd)}
+		if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH,
+			uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
+			return "", fmt.Errorf("rule for %s: %w", r.path, os.NewSyscallError("landlock_add_rule", errno))
+		}
+	}
+	if err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); err != nil {
+		return "", os.NewSyscallError("landlock_restrict_self", err)
+	}
+	return "", nil
+}
+
+// The seccomp allow-list: every call the daemon makes once sandboxed, and
+// what the Go runtime needs after start, each with who needs it. Names the
+// architecture lacks (poll on arm64, say) are left out.
+var allowed = []string{
+	// Go runtime: scheduler, memory, signals, timers, netpoller.
+	"futex", "nanosleep", "clock_nanosleep", "sched_yield", "mmap", "munmap", "madvise", "mprotect",
+	"rt_sigreturn", "rt_sigprocmask", "sigaltstack", "gettid", "tgkill", "getpid", "exit", "exit_group",
+	"restart_syscall", "clock_gettime", "gettimeofday", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+	"epoll_ctl",
+	// The loop: wait, events, source, shadow files, current, status, GC.
+	"ppoll", "recvmmsg", "pread64", "read", "write", "openat", "close", "renameat2", "unlinkat", "mkdirat",
+	"fstat", "newfstatat", "fstatfs", "ftruncate", "fcntl", "getdents64", "lseek",
+	// Semaphores: the client count, the public lock, re-creating a removed set.
+	"semctl", "semtimedop", "semtimedop_time64", "semget",
+	// Source rotation and shutdown.
+	"acct",
+	// syslog reconnects (AF_UNIX only, below), sd_notify, leaving the netlink group.
+	"connect", "sendto",
+}
+
+// killed are calls that only a compromised daemon makes: the process dies at
+// once. Everything else outside allowed fails with EPERM, so the daemon's own
+// error path switches accounting off and cleans up.
+var killed = []string{
+	"execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "kexec_load", "kexec_file_load",
+	"init_module", "finit_module", "delete_module", "bpf", "mount", "umount2", "pivot_root", "chroot",
+}
+
+// seccompPolicy builds the filter for the running architecture.
+func seccompPolicy() (*seccomp.Policy, error) {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		return nil, err
+	}
+	known := func(names []string) []string {
+		return slices.DeleteFunc(slices.Clone(names), func(n string) bool { _, ok := info.SyscallNames[n]; return !ok })
+	}
+	cloneFlags := uint32(0) // clone(flags, ...); s390x passes the stack first
+	if runtime.GOARCH == "s390x" {
+		cloneFlags = 1
+	}
+	def := seccomp.ActionErrno
+	if seccompDefault == "log" {
+		def = seccomp.ActionLog
+	}
+	return &seccomp.Policy{
+		DefaultAction: def,
+		Syscalls: []seccomp.SyscallGroup{
+			{Action: seccomp.ActionAllow, Names: known(allowed), NamesWithCondtions: []seccomp.NameWithConditions{
+				// New runtime threads only, never new processes.
+				{Name: "clone", Conditions: seccomp.ArgumentConditions{{Argument: cloneFlags, Operation: seccomp.BitsSet, Value: unix.CLONE_THREAD}}},
+				// syslog's /dev/log only.
+				{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: unix.AF_UNIX}}},
+			}},
+			{Action: seccomp.ActionKillProcess, Names: known(killed)},
+		},
+	}, nil
+}
+
+// loadSeccomp loads the filter on every thread (TSYNC); threads the runtime
+// starts later inherit it.
+func loadSeccomp() error {
+	p, err := seccompPolicy()
+	if err != nil {
+		return fmt.Errorf("seccomp policy: %w", err)
+	}
+	f := seccomp.Filter{NoNewPrivs: true, Flag: seccomp.FilterFlagTSync, Policy: *p}
+	if err := seccomp.LoadFilter(f); err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	return nil
+}
