@@ -366,6 +366,7 @@ type daemon struct {
 	sigr     int       // signal pipe, read end
 	sigw     int
 	pfds     [2]unix.PollFd
+	timeout  unix.Timespec
 	stats    counters
 	stopCode int // exit code once a signal asked to stop, else -1
 
@@ -633,9 +634,9 @@ func (d *daemon) wakeup(nfds int) error {
 	if t := d.nextGC.Sub(d.now); t < timeout {
 		timeout = t
 	}
-	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
-	if _, err := unix.Poll(d.pfds[:nfds], max(ms, 0)); err != nil && err != unix.EINTR {
-		return os.NewSyscallError("poll", err)
+	d.timeout = unix.NsecToTimespec(int64(max(timeout, 0)))
+	if _, err := unix.Ppoll(d.pfds[:nfds], &d.timeout, nil); err != nil && err != unix.EINTR {
+		return os.NewSyscallError("ppoll", err)
 	}
 	d.now = time.Now()
 	if d.pfds[0].Revents != 0 {

@@ -37,7 +37,7 @@ func (d *daemon) appendStatus(b []byte) []byte {
 		b = strconv.AppendUint(b, v, 10)
 		return append(b, '\n')
 	}
-	b = line(b, pidKey, uint64(os.Getpid()))
+	b = line(b, pidKey, uint64(d.log.pid))
 	b = append(b, "top: "...)
 	b = append(b, d.opts.top...)
 	b = append(b, "\ncurrent: "...)
