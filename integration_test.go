@@ -147,7 +147,12 @@ func (d *daemonProc) stop(t *testing.T, sig unix.Signal) {
 		return
 	}
 	unix.Kill(d.pid, sig)
-	waitFor(t, 10*time.Second, "daemon to exit", func() bool { return !running(d.pid) })
+	// The leader turns zombie before its other threads have exited, and the
+	// kernel undoes the daemon's semaphore count only when the last one has.
+	waitFor(t, 10*time.Second, "daemon to exit", func() bool {
+		busy, _ := daemonRunning()
+		return !running(d.pid) && !busy
+	})
 	d.pid = 0
 }
 
