@@ -387,7 +387,7 @@ type daemon struct {
 
 func newDaemon(o options, top int, log *logger) *daemon {
 	d := &daemon{opts: o, log: log, top: top, sigr: -1, sigw: -1, stopCode: -1,
-		src: newSource(top), sh: newShadow(top, o.records),
+		src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		statusName: cstr(statusName), statusTmp: cstr(statusTmp)}
 	d.status[0] = make([]byte, 0, 1024)
 	d.status[1] = make([]byte, 0, 1024)

@@ -68,7 +68,7 @@ var errAlreadyRunning = errors.New("another atopacctd is running (semaphore 1071
 
 // semaphores owns the daemon's two sets and a preallocated GETALL buffer.
 type semaphores struct {
-	private int
+	private int // set ids, -1 until acquired (0 is a valid id)
 	public  int
 	vals    [2]uint16
 	lockOps [1]sembuf
@@ -117,6 +117,7 @@ func (s *semaphores) createPublic() error {
 			return os.NewSyscallError("semctl IPC_RMID public", err)
 		}
 	}
+	s.public = -1
 	id, err := semget(publicKey, 2, unix.IPC_CREAT|unix.IPC_EXCL|0o666)
 	if err != nil {
 		return os.NewSyscallError("semget public", err)
@@ -161,9 +162,9 @@ func (s *semaphores) unlock() error {
 
 // removePublic deletes the public set so that clients stop finding a daemon.
 func (s *semaphores) removePublic() {
-	if s.public > 0 {
+	if s.public >= 0 {
 		semctl(s.public, 0, unix.IPC_RMID, nil)
-		s.public = 0
+		s.public = -1
 	}
 }
 
