@@ -30,6 +30,7 @@ type client struct {
 	files    int      // shadow files read
 	fullSize []int64  // size of every file left behind as full
 	attaches int
+	buf      []byte
 }
 
 // attach registers like atop >= 2.8: one non-blocking semop of both -1,
@@ -84,7 +85,10 @@ func (c *client) open(seq int64) error {
 // poll reads what is new, moving to the next file when one is read to its
 // full size, and re-attaching when its file was deleted.
 func (c *client) poll() error {
-	buf := make([]byte, 64*1024)
+	if c.buf == nil {
+		c.buf = make([]byte, 64*1024)
+	}
+	buf := c.buf
 	for {
 		n, err := c.f.ReadAt(buf, c.off)
 		n -= n % 64

@@ -13,10 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,6 +46,7 @@ const (
 	readyLine  = "ready"
 	tick       = time.Second // status, disk guard and repairs happen at most this often
 	lostAfter  = 3 * time.Second
+	coalesce   = 5 * time.Millisecond // the longest a storm's exits wait to be copied
 	readyWait  = 30 * time.Second
 	probeWait  = time.Second
 )
@@ -368,7 +372,8 @@ type daemon struct {
 	pfds     [2]unix.PollFd
 	timeout  unix.Timespec
 	stats    counters
-	stopCode int // exit code once a signal asked to stop, else -1
+	stopCode int    // exit code once a signal asked to stop, else -1
+	turn     uint64 // records read in this turn of the loop
 
 	now, nextTick, nextGC, rotateRetry time.Time
 
@@ -378,17 +383,17 @@ type daemon struct {
 	since     time.Time
 	lost      bool // exits are seen but no records arrive
 
-	files                 int
-	fileBytes             int64
 	status                [2][]byte // published, being built
 	statusName, statusTmp []byte
 	pidWritten            bool
+	gcCycles              [1]metrics.Sample // for the status: the hot path must cause none
 }
 
 func newDaemon(o options, top int, log *logger) *daemon {
 	d := &daemon{opts: o, log: log, top: top, sigr: -1, sigw: -1, stopCode: -1,
 		src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		statusName: cstr(statusName), statusTmp: cstr(statusTmp)}
+	d.gcCycles[0].Name = "/gc/cycles/total:gc-cycles"
 	d.status[0] = make([]byte, 0, 1024)
 	d.status[1] = make([]byte, 0, 1024)
 	return d
@@ -634,18 +639,33 @@ func (d *daemon) wakeup(nfds int) error {
 	if t := d.nextGC.Sub(d.now); t < timeout {
 		timeout = t
 	}
+	// Coalescing: when the last turn found several records, a storm is on:
+	// let its exits gather for one turn instead of waking for each (a lone
+	// exit is still handled at once). The pause is a raw system call: a
+	// blocking call through the Go scheduler makes the runtime hand the
+	// processor to another thread and back, and its monitor wake, which
+	// under a storm cost more than the copying itself. Signals wait until
+	// the pause ends.
+	hold := d.turn >= 2 && nfds > 1
+	if hold {
+		d.timeout = unix.NsecToTimespec(int64(min(timeout, coalesce)))
+		unix.RawSyscall6(unix.SYS_PPOLL, 0, 0, uintptr(unsafe.Pointer(&d.timeout)), 0, 0, 0)
+		runtime.Gosched()    // the signal goroutine may run; the monitor sees no hog
+		nfds, timeout = 1, 0 // then only a look at the signal pipe
+	}
+	d.pfds[1].Revents = 0
 	d.timeout = unix.NsecToTimespec(int64(max(timeout, 0)))
 	if _, err := unix.Ppoll(d.pfds[:nfds], &d.timeout, nil); err != nil && err != unix.EINTR {
 		return os.NewSyscallError("ppoll", err)
 	}
-	d.now = time.Now()
+	d.now, d.turn = time.Now(), 0
 	if d.pfds[0].Revents != 0 {
 		d.signalled()
 		if d.stopCode >= 0 {
 			return nil
 		}
 	}
-	if d.nl != nil && d.pfds[1].Revents != 0 {
+	if d.nl != nil && (hold || d.pfds[1].Revents != 0) {
 		events, overrun, err := d.nl.drain()
 		if err != nil {
 			return err
@@ -756,6 +776,7 @@ func (d *daemon) rotate() error {
 // it drops them when none can, and skips them while the disk is nearly full.
 func (d *daemon) deliver(recs []byte) error {
 	n := uint64(len(recs) / d.src.format.size)
+	d.turn += n
 	d.unmatched = 0
 	if d.lost {
 		d.lost = false

@@ -36,8 +36,9 @@ const (
 
 	sizeofListen = unix.SizeofNlMsghdr + sizeofCnMsg + 4 // a cn_msg carrying one op
 
-	recvBatch = 64  // messages per recvmmsg(2)
-	recvSize  = 128 // bytes per message buffer (a message is exitMsgLen)
+	recvBatch = 64   // messages per recvmmsg(2)
+	rcvBuf    = 2048 // SO_RCVBUF: the kernel doubles it, room for a few events
+	recvSize  = 128  // bytes per message buffer (a message is exitMsgLen)
 )
 
 // encodeListen builds the message that subscribes to (or leaves) the proc
@@ -133,10 +134,12 @@ func openProcConnector() (*procConn, error) {
 		c.close()
 		return nil, fmt.Errorf("attach exit filter: %w", os.NewSyscallError("setsockopt", err))
 	}
-	// A storm queues thousands of events between two wakeups. SO_RCVBUFFORCE
-	// needs CAP_NET_ADMIN; without it the default buffer stays, and an
-	// overrun (ENOBUFS) only costs a read of the source file.
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	// A small receive buffer on purpose: an event only says "read the
+	// file", and one queued event says it as well as a thousand. When the
+	// queue is full the kernel drops further events in the exiting process's
+	// context (the socket then reports ENOBUFS once), so a storm costs the
+	// daemon a few messages per turn instead of one per exit.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: cnIdxProc}); err != nil {
 		c.close()
 		return nil, os.NewSyscallError("bind", err)

@@ -135,9 +135,10 @@ type shadow struct {
 	max     int64 // records per file
 	recSize int
 
-	seq int64 // sequence number of the file being written
-	fd  int   // that file, open for writing
-	n   int64 // records in it
+	seq    int64 // sequence number of the file being written
+	fd     int   // that file, open for writing
+	n      int64 // records in it
+	oldest int64 // sequence number of the oldest file kept
 
 	dirName, curName, curTmp []byte
 	name                     [16]byte // "NNNNNNNNNN.paf\0"
@@ -179,7 +180,7 @@ func (s *shadow) open() error {
 	if s.dir >= 0 {
 		unix.Close(s.dir)
 	}
-	s.dir = fd
+	s.dir, s.oldest = fd, 0
 	return s.start(0)
 }
 
@@ -314,6 +315,7 @@ func (s *shadow) reset() error {
 			unlinkat(s.dir, formatName(s.name[:], seq), 0)
 		}
 	}
+	s.oldest = 0
 	return err
 }
 
@@ -338,10 +340,12 @@ func (s *shadow) list() ([]int64, error) {
 // first file a client still read-locks. The caller holds the public lock.
 func (s *shadow) collect() (removed int, err error) {
 	seqs, err := s.list()
+	s.oldest = s.seq
 	for _, seq := range seqs {
 		if seq >= s.seq {
 			break
 		}
+		s.oldest = seq
 		name := formatName(s.name[:], seq)
 		fd, err := openat(s.dir, name, unix.O_RDWR|unix.O_NOFOLLOW, 0)
 		if err != nil {
@@ -357,6 +361,7 @@ func (s *shadow) collect() (removed int, err error) {
 		if err != nil {
 			break // EAGAIN or EACCES: a client reads it
 		}
+		s.oldest = seq + 1
 	}
 	if err2 := s.removeStale(); err == nil {
 		err = err2
@@ -383,17 +388,12 @@ func (s *shadow) repair() (string, error) {
 	return "", nil
 }
 
-// usage returns the number of shadow files and their total size.
-func (s *shadow) usage() (files int, bytes int64) {
-	seqs, _ := s.list()
-	var st unix.Stat_t
-	for _, seq := range seqs {
-		if unix.Fstatat(s.dir, cname(formatName(s.name[:], seq)), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			files++
-			bytes += st.Size
-		}
-	}
-	return files, bytes
+// usage returns the number of shadow files and their total size, from what
+// the daemon wrote and collected (files removed by others count until the
+// next collection); it makes no system call.
+func (s *shadow) usage() (files int64, bytes int64) {
+	files = s.seq - s.oldest + 1
+	return files, ((files-1)*s.max + s.n) * int64(s.recSize)
 }
 
 // removeAll deletes current first (so it never names a missing file), then

@@ -173,6 +173,9 @@ func TestShadowResetAndCollect(t *testing.T) {
 	if fmt.Sprint(seqs) != "[2 3 4]" {
 		t.Errorf("after collect: %v, want [2 3 4] (stops at the locked file)", seqs)
 	}
+	if files, bytes := s.usage(); files != 3 || bytes != 5*64 {
+		t.Errorf("usage: %d files, %d bytes; want 3 and %d", files, bytes, 5*64)
+	}
 	f.Close()
 	if removed, _ := s.collect(); removed != 2 {
 		t.Errorf("second collect removed %d, want 2 (never the current file)", removed)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -43,9 +44,10 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = append(b, "\ncurrent: "...)
 	b = formatCurrent(b, d.sh.seq, d.sh.max)
 	b = append(b, "\nshadow files: "...)
-	b = strconv.AppendInt(b, int64(d.files), 10)
+	files, bytes := d.sh.usage()
+	b = strconv.AppendInt(b, files, 10)
 	b = append(b, " ("...)
-	b = strconv.AppendInt(b, d.fileBytes, 10)
+	b = strconv.AppendInt(b, bytes, 10)
 	b = append(b, " bytes)\nsource: "...)
 	b = strconv.AppendInt(b, d.src.size(), 10)
 	b = append(b, " bytes\naccounting: "...)
@@ -56,12 +58,13 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = line(b, "records skipped (disk full): ", d.stats.skipped)
 	b = line(b, "exit events: ", d.stats.events)
 	b = line(b, "event overruns: ", d.stats.overruns)
+	metrics.Read(d.gcCycles[:])
+	b = line(b, "gc cycles: ", d.gcCycles[0].Value.Uint64())
 	return line(b, "source rotations: ", d.stats.rotations)
 }
 
 // publish rewrites the status file atomically if its content changed.
 func (d *daemon) publish() {
-	d.files, d.fileBytes = d.sh.usage()
 	b := d.appendStatus(d.status[1][:0])
 	if bytes.Equal(b, d.status[0]) {
 		return

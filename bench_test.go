@@ -1,0 +1,307 @@
+//go:build bench
+
+package main
+
+// The benchmark harness (make bench): our daemon and, with REF=path, a
+// reference daemon (e.g. the C atopacctd from Debian's atop package), run in
+// alternation (A B A B ...) on the same machine. Never part of make test.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// benchFigures is one round of one daemon.
+type benchFigures struct {
+	lost      int
+	files     int
+	rotations int // -1 when the daemon does not say
+	cpuTicks  int // utime+stime of the daemon for the storm
+	rate      float64
+	syscalls  float64 // per record, strace -c; -1 without strace
+	p50, p99  time.Duration
+	rssKB     int
+	ready     time.Duration
+	gcCycles  int // -1 when the daemon does not say
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func TestBench(t *testing.T) {
+	ours := integration(t)
+	daemons := [][2]string{{"atopacctd (Go)", ours}}
+	if ref := os.Getenv("REF"); ref != "" {
+		daemons = append(daemons, [2]string{"reference", ref})
+	}
+	rounds, records := envInt("ROUNDS", 3), envInt("RECORDS", 200000)
+	results := make([][]benchFigures, len(daemons))
+	for r := 0; r < rounds; r++ {
+		for i, dm := range daemons {
+			f := benchRound(t, dm[1], records)
+			t.Logf("round %d %s: %+v", r+1, dm[0], f)
+			results[i] = append(results[i], f)
+		}
+	}
+	report := benchReport(daemons, results, rounds, records)
+	fmt.Print(report)
+	if out := os.Getenv("BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// benchRound starts a daemon, attaches an atop-like client, runs a storm of
+// records processes from two workers, then measures latency one exit at a
+// time, syscalls under strace, and stops it.
+func benchRound(t *testing.T, bin string, records int) benchFigures {
+	var f benchFigures
+	top := newTop(t)
+	t0 := time.Now()
+	out, err := exec.Command(bin, top).CombinedOutput()
+	f.ready = time.Since(t0)
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", bin, top, err, out)
+	}
+	d := &daemonProc{top: top, pidfile: "/run/atopacctd.pid"}
+	b, err := os.ReadFile(d.pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.pid = atoi(strings.TrimSpace(string(b)))
+	defer d.stop(t, unix.SIGTERM)
+	c, err := attach(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.detach()
+	gc0 := statusInt(t, top, "gc cycles")
+
+	// The storm: two workers, the client following as atop would.
+	ticks0 := cpuTicks(t, d.pid)
+	start := time.Now()
+	var wg sync.WaitGroup
+	runs := make([]stormRun, 2)
+	for w := range runs {
+		wg.Add(1)
+		go func() { defer wg.Done(); runs[w] = storm(t, records/len(runs)) }()
+	}
+	wg.Wait()
+	f.rate = float64(records) / time.Since(start).Seconds()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := c.poll(); err != nil {
+			t.Fatal(err)
+		}
+		f.lost = 0
+		for _, r := range runs {
+			f.lost += len(r.pids) - countOwn(c, r)
+		}
+		if f.lost == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.cpuTicks = cpuTicks(t, d.pid) - ticks0
+	f.files = c.files
+	f.rotations = statusInt(t, top, "source rotations")
+	if g := statusInt(t, top, "gc cycles"); g >= 0 && gc0 >= 0 {
+		f.gcCycles = g - gc0
+	} else {
+		f.gcCycles = -1
+	}
+	for _, r := range runs {
+		if err := c.check(r); err != nil {
+			t.Errorf("%s: %v", bin, err)
+		}
+	}
+
+	f.p50, f.p99 = latency(t, c, 200)
+	f.syscalls = syscallsPerRecord(t, c, d.pid, 50000)
+	f.rssKB = statusKB(t, d.pid, "VmHWM")
+	return f
+}
+
+// countOwn counts the records of run's children the client read.
+func countOwn(c *client, r stormRun) int {
+	n := 0
+	for _, pp := range c.ppids {
+		if pp == r.parent {
+			n++
+		}
+	}
+	return n
+}
+
+// latency measures, one exit at a time 20 ms apart, the time from the
+// parent's wait returning until the record is readable in a shadow file.
+func latency(t *testing.T, c *client, n int) (p50, p99 time.Duration) {
+	var samples []time.Duration
+	for i := 0; i < n; i++ {
+		c.poll()
+		have := len(c.pids)
+		cmd := exec.Command("/bin/true")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		exited := time.Now()
+		pid := uint32(cmd.Process.Pid)
+		for found := false; !found; {
+			if time.Since(exited) > 2*time.Second {
+				t.Fatalf("record of pid %d not readable after 2 s", pid)
+			}
+			c.poll()
+			found = slices.Contains(c.pids[have:], pid)
+		}
+		samples = append(samples, time.Since(exited))
+		time.Sleep(20 * time.Millisecond)
+	}
+	slices.Sort(samples)
+	return samples[len(samples)/2], samples[len(samples)*99/100]
+}
+
+// syscallsPerRecord counts the daemon's system calls under strace -c -f
+// during a storm of n processes.
+func syscallsPerRecord(t *testing.T, c *client, pid, n int) float64 {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Log("no strace: syscalls per record not measured (apt-get install strace)")
+		return -1
+	}
+	out := filepath.Join(t.TempDir(), "strace")
+	st := exec.Command("strace", "-c", "-f", "-o", out, "-p", strconv.Itoa(pid))
+	if err := st.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // attached to every thread
+	have := len(c.pids)
+	r := storm(t, n)
+	for deadline := time.Now().Add(30 * time.Second); countOwn(c, r) < n && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		c.poll()
+	}
+	time.Sleep(200 * time.Millisecond)
+	st.Process.Signal(unix.SIGINT)
+	st.Wait()
+	b, _ := os.ReadFile(out)
+	m := regexp.MustCompile(`(?m)^\s*100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total`).FindStringSubmatch(string(b))
+	if m == nil {
+		t.Logf("strace summary not understood:\n%s", b)
+		return -1
+	}
+	return float64(atoi(m[1])) / float64(len(c.pids)-have)
+}
+
+func cpuTicks(t *testing.T, pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest) // field 3 (state) is f[0]: utime is field 14, stime 15
+	return atoi(f[11]) + atoi(f[12])
+}
+
+func statusKB(t *testing.T, pid int, key string) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m := regexp.MustCompile(key + `:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		return -1
+	}
+	return atoi(string(m[1]))
+}
+
+// statusInt reads "key: N" from our daemon's status file; -1 for others.
+func statusInt(t *testing.T, top, key string) int {
+	b, err := os.ReadFile(filepath.Join(top, shadowDir, statusName))
+	if err != nil {
+		return -1
+	}
+	time.Sleep(1100 * time.Millisecond) // published at most once a second
+	b, _ = os.ReadFile(filepath.Join(top, shadowDir, statusName))
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `: (\d+)`).FindSubmatch(b)
+	if m == nil {
+		return -1
+	}
+	return atoi(string(m[1]))
+}
+
+func median[T int | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// benchReport formats the medians of every figure and, with a reference,
+// the ratios, as the Markdown that goes into docs/BENCHMARKS.md.
+func benchReport(daemons [][2]string, res [][]benchFigures, rounds, records int) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	fmt.Fprintf(&b, "## Run of %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "Machine: %s, Linux %s, %d cores, %s. Command: `make bench REF=%s` (ROUNDS=%d, RECORDS=%d).\n\n",
+		host, unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(), runtime.Version(), os.Getenv("REF"), rounds, records)
+	b.WriteString("Medians over the rounds, daemons alternated in each round.\n\n| figure |")
+	for _, d := range daemons {
+		fmt.Fprintf(&b, " %s |", d[0])
+	}
+	if len(daemons) == 2 {
+		b.WriteString(" ratio (Go / reference) |")
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(daemons)+len(daemons)/2) + "\n")
+	row := func(name string, get func(benchFigures) float64, format string) {
+		fmt.Fprintf(&b, "| %s |", name)
+		var meds []float64
+		for _, r := range res {
+			vals := make([]float64, len(r))
+			for i, f := range r {
+				vals[i] = get(f)
+			}
+			m := median(vals)
+			meds = append(meds, m)
+			if m < 0 {
+				b.WriteString(" n/a |")
+			} else {
+				fmt.Fprintf(&b, " "+format+" |", m)
+			}
+		}
+		if len(meds) == 2 {
+			if meds[1] > 0 && meds[0] >= 0 {
+				fmt.Fprintf(&b, " %.2f |", meds[0]/meds[1])
+			} else {
+				b.WriteString(" |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	row(fmt.Sprintf("records lost of %d", records), func(f benchFigures) float64 { return float64(f.lost) }, "%.0f")
+	row("storm rate (processes/s)", func(f benchFigures) float64 { return f.rate }, "%.0f")
+	row("shadow files read", func(f benchFigures) float64 { return float64(f.files) }, "%.0f")
+	row("source rotations", func(f benchFigures) float64 { return float64(f.rotations) }, "%.0f")
+	row(fmt.Sprintf("daemon CPU for %d records (clock ticks)", records), func(f benchFigures) float64 { return float64(f.cpuTicks) }, "%.0f")
+	row("syscalls per record (strace -c, 50,000 records)", func(f benchFigures) float64 { return f.syscalls }, "%.3f")
+	row("exit → readable p50 (ms)", func(f benchFigures) float64 { return ms(f.p50) }, "%.3f")
+	row("exit → readable p99 (ms)", func(f benchFigures) float64 { return ms(f.p99) }, "%.3f")
+	row("peak RSS (kB)", func(f benchFigures) float64 { return float64(f.rssKB) }, "%.0f")
+	row("start → ready (ms)", func(f benchFigures) float64 { return ms(f.ready) }, "%.1f")
+	row("GC cycles during the storm", func(f benchFigures) float64 { return float64(f.gcCycles) }, "%.0f")
+	b.WriteString("\n")
+	return b.String()
+}
