@@ -4,7 +4,7 @@ export CGO_ENABLED := 0
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit clean
+.PHONY: all test unit bench clean
 
 all: atopacctd
 
@@ -19,6 +19,18 @@ test: atopacctd
 
 unit:
 	go test -count=1 -short ./...
+
+# The benchmark, never part of make test: needs root and strace; REF=/path/to/
+# the C atopacctd (e.g. unpacked from Debian's atop package) runs it in
+# alternation with ours. Writes docs/BENCHMARKS.md.
+ROUNDS ?= 3
+RECORDS ?= 200000
+bench: atopacctd
+	ROUNDS=$(ROUNDS) RECORDS=$(RECORDS) REF=$(REF) BENCH_OUT=docs/BENCHMARKS.md \
+		go test -tags bench -count=1 -p 1 -run '^TestBench$$' -v -timeout 60m .
+	echo '\n## Go micro-benchmarks\n\n```' >> docs/BENCHMARKS.md
+	go test -count=1 -run '^$$' -bench . -benchmem . | tee -a docs/BENCHMARKS.md
+	echo '```' >> docs/BENCHMARKS.md
 
 clean:
 	rm -f atopacctd

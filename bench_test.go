@@ -74,10 +74,19 @@ func TestBench(t *testing.T) {
 func benchRound(t *testing.T, bin string, records int) benchFigures {
 	var f benchFigures
 	top := newTop(t)
+	// Output to a file, not a pipe: the C daemon keeps the starting
+	// process's stdout and stderr open, so a pipe never ends.
+	log, err := os.CreateTemp(t.TempDir(), "start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, top)
+	cmd.Stdout, cmd.Stderr = log, log
 	t0 := time.Now()
-	out, err := exec.Command(bin, top).CombinedOutput()
+	err = cmd.Run()
 	f.ready = time.Since(t0)
 	if err != nil {
+		out, _ := os.ReadFile(log.Name())
 		t.Fatalf("%s %s: %v: %s", bin, top, err, out)
 	}
 	d := &daemonProc{top: top, pidfile: "/run/atopacctd.pid"}

@@ -148,13 +148,18 @@ func openProcConnector() (*procConn, error) {
 		c.close()
 		return nil, err
 	}
+	c.setBuffers()
+	return c, nil
+}
+
+// setBuffers points each message header at its own preallocated buffer.
+func (c *procConn) setBuffers() {
 	for i := range c.hdrs {
 		c.iovs[i].Base = &c.bufs[i][0]
 		c.iovs[i].SetLen(recvSize)
 		c.hdrs[i].Hdr.Iov = &c.iovs[i]
 		c.hdrs[i].Hdr.SetIovlen(1)
 	}
-	return c, nil
 }
 
 func (c *procConn) send(op uint32) error {

@@ -179,3 +179,29 @@ func runFilter(t testing.TB, prog []unix.SockFilter, pkt []byte) uint32 {
 	t.Fatal("program fell off its end")
 	return 0
 }
+
+// BenchmarkNetlinkDrain measures draining 64 queued exit events, through a
+// datagram socket pair standing in for the proc connector.
+func BenchmarkNetlinkDrain(b *testing.B) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	c := &procConn{fd: fds[0]}
+	defer unix.Close(fds[0])
+	c.setBuffers()
+	unix.SetsockoptInt(fds[1], unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+	msg := exitMsg(procEventExit, 7, 7)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for j := 0; j < recvBatch; j++ {
+			unix.Write(fds[1], msg)
+		}
+		b.StartTimer()
+		if n, _, err := c.drain(); err != nil || n != recvBatch {
+			b.Fatalf("drained %d, %v", n, err)
+		}
+	}
+}

@@ -42,7 +42,7 @@ type sandboxConfig struct {
 // loaded: GOMAXPROCS pinned (no cgroup re-reads), the netpoller started, the
 // local time zone loaded.
 func prepareSandbox() {
-	runtime.GOMAXPROCS(1) // one goroutine works; fewer threads, fewer handoffs
+	runtime.GOMAXPROCS(1)                   // one goroutine works; fewer threads, fewer handoffs
 	if r, w, err := os.Pipe(); err == nil { // registers with the netpoller
 		r.SetReadDeadline(time.Now())
 		r.Close()

@@ -90,7 +90,7 @@ func FuzzCurrent(f *testing.F) {
 }
 
 // testShadow makes a shadow directory in a temporary top directory.
-func testShadow(t *testing.T, max int64) (*shadow, string) {
+func testShadow(t testing.TB, max int64) (*shadow, string) {
 	t.Helper()
 	top := t.TempDir()
 	fd, err := unix.Open(top, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -265,5 +265,37 @@ func TestCopyAllocs(t *testing.T) {
 	}
 	if s.seq != int64(201*37/100) {
 		t.Errorf("at shadow file %d, want %d", s.seq, 201*37/100)
+	}
+}
+
+// BenchmarkCopyStep measures one turn of the loop's copy step (read the
+// source, check the semaphores, write the shadow file) for 32 records.
+func BenchmarkCopyStep(b *testing.B) {
+	s, _ := testShadow(b, 10000)
+	src := newSource(s.top)
+	if err := src.create(); err != nil {
+		b.Fatal(err)
+	}
+	src.format, _ = parseFormat(record(3, 0, 0, ""))
+	w, _ := unix.Openat(s.top, sourceName, unix.O_WRONLY|unix.O_APPEND, 0)
+	defer unix.Close(w)
+	id, err := semget(unix.IPC_PRIVATE, 2, 0o600)
+	if err != nil {
+		b.Skipf("semget: %v", err)
+	}
+	defer semctl(id, 0, unix.IPC_RMID, nil)
+	vals := [2]uint16{maxClients - 1, 1}
+	semctl(id, 0, setAll, unsafe.Pointer(&vals[0]))
+	d := newDaemon(options{records: 10000, sourceMax: 1 << 40}, s.top, newLogger(nil))
+	d.src, d.sh, d.sem.public = src, s, id
+	d.buf = make([]byte, readRecords*64)
+	batch := records(32, 0)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(batch)))
+	for i := 0; i < b.N; i++ {
+		unix.Write(w, batch)
+		if err := d.pump(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
