@@ -73,7 +73,12 @@ func TestBench(t *testing.T) {
 // time, syscalls under strace, and stops it.
 func benchRound(t *testing.T, bin string, records int) benchFigures {
 	var f benchFigures
+	// The top directory on a tmpfs, as /run is on most systems.
 	top := newTop(t)
+	if err := unix.Mount("tmpfs", top, "tmpfs", 0, "mode=0755,size=256m"); err != nil {
+		t.Fatalf("tmpfs on %s: %v", top, err)
+	}
+	defer unix.Unmount(top, unix.MNT_DETACH)
 	// Output to a file, not a pipe: the C daemon keeps the starting
 	// process's stdout and stderr open, so a pipe never ends.
 	log, err := os.CreateTemp(t.TempDir(), "start")
@@ -137,8 +142,8 @@ func benchRound(t *testing.T, bin string, records int) benchFigures {
 		f.gcCycles = -1
 	}
 	for _, r := range runs {
-		if err := c.check(r); err != nil {
-			t.Errorf("%s: %v", bin, err)
+		if err := c.check(r); err != nil && bin == daemonBinary(t) {
+			t.Errorf("%s: %v", bin, err) // the reference's losses are a figure, ours a failure
 		}
 	}
 
@@ -263,6 +268,26 @@ func benchReport(daemons [][2]string, res [][]benchFigures, rounds, records int)
 	host, _ := os.Hostname()
 	var uts unix.Utsname
 	unix.Uname(&uts)
+	b.WriteString(`# Benchmarks
+
+Written by ` + "`make bench`" + ` (bench_test.go, build tag bench; never part of make test).
+Each round starts a daemon on a fresh top directory and measures:
+
+- start → ready: the starting command until it exits 0 (both daemonize);
+- a storm of RECORDS fork+_exit processes from two workers (the test binary
+  re-executed, raw clone + exit_group, waited for one by one), with an atop-like
+  client (client_test.go) registered through the semaphores and following the
+  shadow files with read locks: records lost, shadow files, source rotations,
+  daemon CPU (utime+stime from /proc/PID/stat) over the storm, GC cycles (ours:
+  from its status file);
+- latency at light load: 200 single exits 20 ms apart, from the parent's wait
+  returning until the client reads the record;
+- syscalls per record: strace -c -f on the daemon during a further 50,000 exits;
+- peak RSS: VmHWM at the end.
+
+With REF=/path/to/atopacctd the reference runs in the same rounds, alternated.
+
+`)
 	fmt.Fprintf(&b, "## Run of %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Machine: %s, Linux %s, %d cores, %s. Command: `make bench REF=%s` (ROUNDS=%d, RECORDS=%d).\n\n",
 		host, unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(), runtime.Version(), os.Getenv("REF"), rounds, records)

@@ -46,7 +46,7 @@ const (
 	readyLine  = "ready"
 	tick       = time.Second // status, disk guard and repairs happen at most this often
 	lostAfter  = 3 * time.Second
-	coalesce   = 5 * time.Millisecond // the longest a storm's exits wait to be copied
+	coalesce   = 10 * time.Millisecond // the longest a storm's exits wait to be copied
 	readyWait  = 30 * time.Second
 	probeWait  = time.Second
 )
@@ -478,6 +478,7 @@ func (d *daemon) startup() error {
 	}
 	renice()
 	notify := notifySocket(d.opts.foreground)
+	text := textRanges()
 	if d.opts.noSandbox {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
 	} else {
@@ -492,6 +493,7 @@ func (d *daemon) startup() error {
 	d.now = time.Now()
 	d.nextTick, d.nextGC = d.now, d.now.Add(d.opts.gcInterval)
 	d.publish()
+	dropText(text)
 	if notify >= 0 {
 		unix.Write(notify, []byte("READY=1"))
 		unix.Close(notify)
@@ -641,7 +643,7 @@ func (d *daemon) wakeup(nfds int) error {
 	}
 	// Coalescing: when the last turn found several records, a storm is on:
 	// let its exits gather for one turn instead of waking for each (a lone
-	// exit is still handled at once). The pause is a raw system call: a
+	// exit is still copied at once). The pause is a raw system call: a
 	// blocking call through the Go scheduler makes the runtime hand the
 	// processor to another thread and back, and its monitor wake, which
 	// under a storm cost more than the copying itself. Signals wait until

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -42,13 +43,45 @@ type sandboxConfig struct {
 // loaded: GOMAXPROCS pinned (no cgroup re-reads), the netpoller started, the
 // local time zone loaded.
 func prepareSandbox() {
-	runtime.GOMAXPROCS(1)                   // one goroutine works; fewer threads, fewer handoffs
+	runtime.GOMAXPROCS(1)                   // one goroutine works: fewer threads, fewer handoffs
 	if r, w, err := os.Pipe(); err == nil { // registers with the netpoller
 		r.SetReadDeadline(time.Now())
 		r.Close()
 		w.Close()
 	}
 	time.Now().Format(time.Stamp) // loads /etc/localtime for syslog lines
+}
+
+// textRanges returns the read-only mappings of the daemon's own executable
+// (code and constants), read from /proc/self/maps before the sandbox hides it.
+func textRanges() [][2]uintptr {
+	exe, _ := os.Readlink("/proc/self/exe")
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil || exe == "" {
+		return nil
+	}
+	var r [][2]uintptr
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[5] != exe || strings.Contains(f[1], "w") {
+			continue
+		}
+		var lo, hi uintptr
+		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil {
+			r = append(r, [2]uintptr{lo, hi})
+		}
+	}
+	return r
+}
+
+// dropText unmaps the pages of the executable that start-up touched: they
+// come back from the page cache when used, so the resident set holds the
+// loop's code, not the argument parser's, libcap's and the filter
+// assembler's (a static binary is otherwise nearly all resident).
+func dropText(ranges [][2]uintptr) {
+	for _, r := range ranges {
+		unix.Syscall(unix.SYS_MADVISE, r[0], r[1]-r[0], unix.MADV_DONTNEED)
+	}
 }
 
 // sandbox applies, in this order: resource limits, capabilities,
