@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -92,19 +91,6 @@ func (f recordFormat) pid(rec []byte) uint32 {
 		return 0
 	}
 	return f.order.Uint32(rec[offV3Pid:])
-}
-
-// comm returns the command name of a record.
-func (f recordFormat) comm(rec []byte) string {
-	off := offV2Comm
-	if f.version == 3 {
-		off = offV3Comm
-	}
-	c := rec[off : off+acctComm]
-	if i := bytes.IndexByte(c, 0); i >= 0 {
-		c = c[:i]
-	}
-	return string(c)
 }
 
 // acct wraps acct(2); a nil path switches accounting off.

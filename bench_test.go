@@ -271,7 +271,7 @@ func benchReport(daemons [][2]string, res [][]benchFigures, rounds, records int)
 	b.WriteString(`# Benchmarks
 
 Written by ` + "`make bench`" + ` (bench_test.go, build tag bench; never part of make test).
-Each round starts a daemon on a fresh top directory and measures:
+Each round starts a daemon on a fresh top directory (a tmpfs, as /run is on most systems) and measures:
 
 - start → ready: the starting command until it exits 0 (both daemonize);
 - a storm of RECORDS fork+_exit processes from two workers (the test binary
