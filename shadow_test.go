@@ -225,31 +225,40 @@ func TestShadowStaleAndRepair(t *testing.T) {
 	}
 }
 
-// TestCopyAllocs proves that the copy step (read the source, check the
-// semaphores, write, rotate shadow files) allocates nothing. It uses a
-// private semaphore set and a plain file standing in for the kernel's.
-func TestCopyAllocs(t *testing.T) {
-	s, _ := testShadow(t, 100)
+// copyStep makes a daemon whose copy step runs on real files in a temporary
+// top directory: a plain file stands in for the kernel's source file (the
+// returned descriptor appends to it) and a private semaphore set, with one
+// client registered, for the public one.
+func copyStep(tb testing.TB, max int64) (*daemon, int) {
+	tb.Helper()
+	s, _ := testShadow(tb, max)
 	src := newSource(s.top)
 	if err := src.create(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	src.format, _ = parseFormat(record(3, 0, 0, ""))
 	w, err := unix.Openat(s.top, sourceName, unix.O_WRONLY|unix.O_APPEND, 0)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer unix.Close(w)
+	tb.Cleanup(func() { unix.Close(w) })
 	id, err := semget(unix.IPC_PRIVATE, 2, 0o600)
 	if err != nil {
-		t.Skipf("semget: %v", err)
+		tb.Skipf("semget: %v (no System V IPC here)", err)
 	}
-	defer semctl(id, 0, unix.IPC_RMID, nil)
-	vals := [2]uint16{maxClients - 1, 1} // one client
+	tb.Cleanup(func() { semctl(id, 0, unix.IPC_RMID, nil) })
+	vals := [2]uint16{maxClients - 1, 1}
 	semctl(id, 0, setAll, unsafe.Pointer(&vals[0]))
-	d := newDaemon(options{records: 100, sourceMax: 1 << 40}, s.top, newLogger(nil))
+	d := newDaemon(options{records: max, sourceMax: 1 << 40}, s.top, newLogger(nil))
 	d.src, d.sh, d.sem.public = src, s, id
 	d.buf = make([]byte, readRecords*64)
+	return d, w
+}
+
+// TestCopyAllocs proves that the copy step (read the source, check the
+// semaphores, write, rotate shadow files) allocates nothing.
+func TestCopyAllocs(t *testing.T) {
+	d, w := copyStep(t, 100)
 	batch := records(37, 0)
 	allocs := testing.AllocsPerRun(200, func() {
 		unix.Write(w, batch)
@@ -263,32 +272,15 @@ func TestCopyAllocs(t *testing.T) {
 	if want := uint64(201 * 37); d.stats.copied != want {
 		t.Errorf("copied %d records, want %d", d.stats.copied, want)
 	}
-	if s.seq != int64(201*37/100) {
-		t.Errorf("at shadow file %d, want %d", s.seq, 201*37/100)
+	if d.sh.seq != int64(201*37/100) {
+		t.Errorf("at shadow file %d, want %d", d.sh.seq, 201*37/100)
 	}
 }
 
 // BenchmarkCopyStep measures one turn of the loop's copy step (read the
 // source, check the semaphores, write the shadow file) for 32 records.
 func BenchmarkCopyStep(b *testing.B) {
-	s, _ := testShadow(b, 10000)
-	src := newSource(s.top)
-	if err := src.create(); err != nil {
-		b.Fatal(err)
-	}
-	src.format, _ = parseFormat(record(3, 0, 0, ""))
-	w, _ := unix.Openat(s.top, sourceName, unix.O_WRONLY|unix.O_APPEND, 0)
-	defer unix.Close(w)
-	id, err := semget(unix.IPC_PRIVATE, 2, 0o600)
-	if err != nil {
-		b.Skipf("semget: %v", err)
-	}
-	defer semctl(id, 0, unix.IPC_RMID, nil)
-	vals := [2]uint16{maxClients - 1, 1}
-	semctl(id, 0, setAll, unsafe.Pointer(&vals[0]))
-	d := newDaemon(options{records: 10000, sourceMax: 1 << 40}, s.top, newLogger(nil))
-	d.src, d.sh, d.sem.public = src, s, id
-	d.buf = make([]byte, readRecords*64)
+	d, w := copyStep(b, 10000)
 	batch := records(32, 0)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(batch)))
