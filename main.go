@@ -440,6 +440,7 @@ func (d *daemon) startup() error {
 	d.signals()
 
 	// 5. Source file, shadow directory, first shadow file, current.
+	text := textRanges() // start-up code is dropped from memory stage by stage
 	unix.Umask(0o022)
 	if err := d.src.create(); err != nil {
 		return fail(exitFiles, err)
@@ -461,6 +462,7 @@ func (d *daemon) startup() error {
 		}
 		return fail(exitAcct, err)
 	}
+	dropText(text)
 	d.sh.recSize = d.src.format.size
 	d.buf = make([]byte, readRecords*d.src.format.size)
 	if d.nl != nil {
@@ -477,8 +479,8 @@ func (d *daemon) startup() error {
 		return fail(exitFiles, err)
 	}
 	renice()
+	dropText(text)
 	notify := notifySocket(d.opts.foreground)
-	text := textRanges()
 	if d.opts.noSandbox {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
 	} else {
