@@ -433,6 +433,11 @@ func (d *daemon) start(ready *os.File) (code int) {
 
 // startup is the daemon's side of the startup order.
 func (d *daemon) startup() error {
+	if !d.opts.noSandbox {
+		if err := sandboxUsable(); err != nil {
+			return fail(exitSandbox, err)
+		}
+	}
 	// 3. Semaphores: count this daemon, create the public set anew.
 	if err := d.sem.acquire(); err != nil {
 		return fail(exitRunning, err)

@@ -116,6 +116,17 @@ func sandbox(c sandboxConfig) (note string, err error) {
 	return note, nil
 }
 
+// sandboxUsable checks, before anything is acquired, that changes can reach
+// every thread: in a binary built with cgo, Go's AllThreadsSyscall refuses
+// and libcap's psx crashes the process, which must not happen with
+// accounting on.
+func sandboxUsable() error {
+	if err := allThreads(unix.SYS_GETPID, 0, 0, 0); err != nil {
+		return fmt.Errorf("sandbox: cannot act on every thread (%v): rebuild with CGO_ENABLED=0, or run with --no-sandbox", err)
+	}
+	return nil
+}
+
 // allThreads runs a system call on every thread of the process (Go's
 // AllThreadsSyscall, which works because the binary is built without cgo).
 func allThreads(trap, a1, a2, a3 uintptr) error {

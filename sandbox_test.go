@@ -243,6 +243,31 @@ func TestIntegrationSandboxSoak(t *testing.T) {
 	}
 }
 
+// TestIntegrationSandboxFailure builds the daemon with cgo, where libcap's
+// psx and AllThreadsSyscall cannot act on every thread: the sandbox cannot be
+// applied, which must be fatal (exit 9) after a full clean-up.
+func TestIntegrationSandboxFailure(t *testing.T) {
+	integration(t)
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc: cannot build the cgo variant")
+	}
+	bin := filepath.Join(t.TempDir(), "atopacctd-cgo")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build with cgo: %v: %s", err, out)
+	}
+	top := newTop(t)
+	out, err := exec.Command(bin, "-f", "--pidfile", "", top).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitSandbox || !strings.Contains(string(out), "sandbox:") {
+		t.Fatalf("cgo build: %v, %q; want exit %d naming the sandbox", err, out, exitSandbox)
+	}
+	if names, _ := readNames(mustOpen(t, top)); len(names) != 0 {
+		t.Errorf("a failed sandbox left %v in the top directory", names)
+	}
+}
+
 // checkThreads asserts the sandbox on every thread of pid.
 func checkThreads(t *testing.T, pid int) {
 	t.Helper()
@@ -258,6 +283,10 @@ func checkThreads(t *testing.T, pid int) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
 		if err != nil {
 			t.Fatal(err)
+		}
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if _, rest, _ := strings.Cut(string(st), ") "); len(strings.Fields(rest)) < 17 || strings.Fields(rest)[16] != "-20" {
+			t.Errorf("thread %s: nice is not -20: %s", task.Name(), st) // field 19 of stat
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			k, v, _ := strings.Cut(line, ":")
