@@ -183,6 +183,9 @@ func latency(t *testing.T, c *client, n int) (p50, p99 time.Duration) {
 			}
 			c.poll()
 			found = slices.Contains(c.pids[have:], pid)
+			if !found {
+				unix.Nanosleep(&unix.Timespec{Nsec: 20000}, nil) // leave the CPU to the daemon (time.Sleep rounds to 1 ms)
+			}
 		}
 		samples = append(samples, time.Since(exited))
 		time.Sleep(20 * time.Millisecond)
@@ -287,7 +290,9 @@ Each round starts a daemon on a fresh top directory (a tmpfs, as /run is on most
   daemon CPU (utime+stime from /proc/PID/stat) over the storm, GC cycles (ours:
   from its status file);
 - latency at light load: 200 single exits 20 ms apart, from the parent's wait
-  returning until the client reads the record;
+  returning until the client reads the record (the client checks every 20 µs
+  with nanosleep rather than spinning: a spinning client competes with the
+  daemon for the cores; a sample may include ~0.1 ms of the client's own sleep);
 - syscalls per record: strace -c -f on the daemon during a further 50,000 exits;
 - peak RSS: VmHWM at the end.
 
