@@ -292,6 +292,9 @@ func (s *shadow) write(recs []byte) (written int, err error) {
 		}
 		if s.n == s.max {
 			if err := s.start(s.seq + 1); err != nil {
+				if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+					return written, errDiskFull // the next file is tried again at the next write
+				}
 				return written, err
 			}
 		}
