@@ -255,13 +255,16 @@ func (s *source) dropSelf(recs []byte) []byte {
 // remove switches accounting off and deletes the source files.
 func (s *source) remove() error {
 	err := s.switchOff()
+	if s.fds[0] < 0 {
+		return err // create never ran: the names are not ours
+	}
 	for i, fd := range s.fds {
 		if fd >= 0 {
 			unix.Close(fd)
 			s.fds[i] = -1
-			unlinkat(s.top, s.name, 0)
-			unlinkat(s.top, s.nextName, 0)
 		}
 	}
+	unlinkat(s.top, s.name, 0)
+	unlinkat(s.top, s.nextName, 0)
 	return err
 }
