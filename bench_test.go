@@ -101,11 +101,8 @@ func benchRound(t *testing.T, bin string, records int) benchFigures {
 	}
 	d.pid = atoi(strings.TrimSpace(string(b)))
 	defer d.stop(t, unix.SIGTERM)
-	c, err := attach(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.detach()
+	c := attached(t, top)
+	defer c.detach() // before the daemon stops: rounds run in one test
 	gc0 := statusInt(t, top, "gc cycles")
 
 	// The storm: two workers, the client following as atop would.

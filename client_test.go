@@ -30,6 +30,7 @@ type client struct {
 	files    int      // shadow files read
 	fullSize []int64  // size of every file left behind as full
 	attaches int
+	attached bool // counted in the public set's sem 0
 	buf      []byte
 }
 
@@ -49,6 +50,7 @@ func (c *client) attach() error {
 	if err := semop(id, []sembuf{{semClients, -1, semUndo | unix.IPC_NOWAIT}, {semLock, -1, semUndo | unix.IPC_NOWAIT}}); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	c.attached = true
 	defer semop(id, []sembuf{{semLock, 1, semUndo}})
 	b, err := os.ReadFile(filepath.Join(c.dir, currentName))
 	if err != nil {
@@ -127,13 +129,28 @@ func (c *client) poll() error {
 	}
 }
 
-// detach closes the file and gives the client count back.
+// detach closes the file and gives the client count back; a second call
+// does nothing.
 func (c *client) detach() {
 	if c.f != nil {
 		c.f.Close()
 		c.f = nil
 	}
-	semop(c.sem, []sembuf{{semClients, 1, semUndo}})
+	if c.attached {
+		semop(c.sem, []sembuf{{semClients, 1, semUndo}})
+		c.attached = false
+	}
+}
+
+// attached attaches a client for the test and detaches it when the test ends.
+func attached(tb testing.TB, top string) *client {
+	tb.Helper()
+	c, err := attach(top)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.detach)
+	return c
 }
 
 // stormEnv makes the re-executed test binary a storm generator (TestMain).

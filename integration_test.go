@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -225,11 +226,7 @@ func TestIntegrationStorm(t *testing.T) {
 	bin := integration(t)
 	top := newTop(t)
 	startDaemon(t, bin, top, "--records", "1000", "--source-max", "65536")
-	c, err := attach(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.detach()
+	c := attached(t, top)
 	n := 20000
 	if s := os.Getenv("ATOPACCTD_STORM"); s != "" {
 		n = atoi(s) // e.g. 200000 for the figure in the closing note
@@ -246,7 +243,7 @@ func TestIntegrationStorm(t *testing.T) {
 		}
 	}
 	files := shadowFiles(t, top)
-	newest := slices.Max(slices.Collect(mapKeys(files)))
+	newest := slices.Max(slices.Collect(maps.Keys(files)))
 	for seq, size := range files {
 		if seq != newest && size != 64000 {
 			t.Errorf("shadow file %d holds %d bytes, want 64000 (only the newest may hold fewer)", seq, size)
@@ -265,27 +262,13 @@ func TestIntegrationStorm(t *testing.T) {
 	}
 }
 
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 func TestIntegrationGarbageCollection(t *testing.T) {
 	bin := integration(t)
 	top := newTop(t)
 	startDaemon(t, bin, top, "--records", "10", "--gc-interval", "1s")
-	c, err := attach(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.detach()
+	c := attached(t, top)
 	storm(t, 100)
 	waitFor(t, 5*time.Second, "ten shadow files", func() bool { return len(shadowFiles(t, top)) >= 10 })
 	// The client lets go of file 0 and another reader read-locks file 3.
@@ -327,10 +310,7 @@ func TestIntegrationClientlessReset(t *testing.T) {
 	bin := integration(t)
 	top := newTop(t)
 	startDaemon(t, bin, top, "--records", "10")
-	c, err := attach(top)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := attached(t, top)
 	follow(t, c, storm(t, 50))
 	if n := len(shadowFiles(t, top)); n < 5 {
 		t.Fatalf("%d shadow files with a client attached, want >= 5", n)
@@ -354,11 +334,7 @@ func TestIntegrationRestartAfterKill(t *testing.T) {
 	bin := integration(t)
 	top := newTop(t)
 	d := startDaemon(t, bin, top, "--records", "100")
-	c, err := attach(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.detach()
+	c := attached(t, top)
 	follow(t, c, storm(t, 250))
 	d.stop(t, unix.SIGKILL) // accounting stays on into the old source file
 	startDaemon(t, bin, top, "--records", "100")
@@ -397,11 +373,7 @@ func TestIntegrationPollingWithoutNetlink(t *testing.T) {
 	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: polling\n") {
 		t.Errorf("status in a new network namespace:\n%s", st)
 	}
-	c, err := attach(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.detach()
+	c := attached(t, top)
 	follow(t, c, storm(t, 2000))
 }
 

@@ -206,10 +206,7 @@ func TestIntegrationSandboxSoak(t *testing.T) {
 				"--gc-interval", "1s", "--poll", "200ms", top)
 			d.start(t, exec.Command(argv[0], argv[1:]...))
 			checkThreads(t, d.pid)
-			c, err := attach(top)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := attached(t, top)
 			follow(t, c, storm(t, 20000))       // copy, shadow rotation, source rotation
 			unix.Kill(d.pid, unix.SIGUSR1)      // counters to syslog
 			time.Sleep(1500 * time.Millisecond) // GC
