@@ -433,6 +433,7 @@ func (d *daemon) start(ready *os.File) (code int) {
 
 // startup is the daemon's side of the startup order.
 func (d *daemon) startup() error {
+	runtime.GOMAXPROCS(1) // one goroutine works: fewer threads and handoffs, sandboxed or not
 	if !d.opts.noSandbox {
 		if err := sandboxUsable(); err != nil {
 			return fail(exitSandbox, err)

@@ -40,10 +40,9 @@ type sandboxConfig struct {
 }
 
 // prepareSandbox makes the Go runtime ask for nothing new once the filter is
-// loaded: GOMAXPROCS pinned (no cgroup re-reads), the netpoller started, the
-// local time zone loaded.
+// loaded: GOMAXPROCS already pinned at start-up (no cgroup re-reads), the
+// netpoller started, the local time zone loaded.
 func prepareSandbox() {
-	runtime.GOMAXPROCS(1)                   // one goroutine works: fewer threads, fewer handoffs
 	if r, w, err := os.Pipe(); err == nil { // registers with the netpoller
 		r.SetReadDeadline(time.Now())
 		r.Close()
