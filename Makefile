@@ -4,7 +4,7 @@ export CGO_ENABLED := 0
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit bench clean
+.PHONY: all test unit bench seccomp clean
 
 all: atopacctd
 
@@ -31,6 +31,15 @@ bench: atopacctd
 	echo '\n## Go micro-benchmarks\n\n```' >> docs/BENCHMARKS.md
 	go test -count=1 -run '^$$' -bench . -benchmem . | tee -a docs/BENCHMARKS.md
 	echo '```' >> docs/BENCHMARKS.md
+
+# The seccomp programs the daemon carries (zseccomp_GOARCH.go), assembled by
+# go-seccomp-bpf from the lists in sandbox.go; after changing a list. arm and
+# arm64 run under qemu-user (apt-get install qemu-user).
+seccomp:
+	go test -count=1 -run '^TestSeccompFilter$$' . -update
+	GOARCH=386 go test -count=1 -run '^TestSeccompFilter$$' . -update
+	GOARCH=arm64 go test -exec qemu-aarch64 -count=1 -run '^TestSeccompFilter$$' . -update
+	GOARCH=arm go test -exec qemu-arm -count=1 -run '^TestSeccompFilter$$' . -update
 
 clean:
 	rm -f atopacctd

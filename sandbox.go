@@ -19,8 +19,6 @@ import (
 	"time"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
-	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/sys/unix"
 	"kernel.org/pub/linux/libs/security/libcap/cap"
 )
@@ -290,47 +288,39 @@ var killed = []string{
 	"init_module", "finit_module", "delete_module", "bpf", "mount", "umount2", "pivot_root", "chroot",
 }
 
-// seccompPolicy builds the filter for the running architecture.
-func seccompPolicy() (*seccomp.Policy, error) {
-	info, err := arch.GetInfo("")
-	if err != nil {
-		return nil, err
-	}
-	known := func(names []string) []string {
-		return slices.DeleteFunc(slices.Clone(names), func(n string) bool { _, ok := info.SyscallNames[n]; return !ok })
-	}
-	cloneFlags := uint32(0) // clone(flags, ...); s390x passes the stack first
-	if runtime.GOARCH == "s390x" {
-		cloneFlags = 1
-	}
-	def := seccomp.ActionErrno
-	if seccompDefault == "log" {
-		def = seccomp.ActionLog
-	}
-	return &seccomp.Policy{
-		DefaultAction: def,
-		Syscalls: []seccomp.SyscallGroup{
-			{Action: seccomp.ActionAllow, Names: known(allowed), NamesWithCondtions: []seccomp.NameWithConditions{
-				// New runtime threads only, never new processes.
-				{Name: "clone", Conditions: seccomp.ArgumentConditions{{Argument: cloneFlags, Operation: seccomp.BitsSet, Value: unix.CLONE_THREAD}}},
-				// syslog's /dev/log only.
-				{Name: "socket", Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: unix.AF_UNIX}}},
-			}},
-			{Action: seccomp.ActionKillProcess, Names: known(killed)},
-		},
-	}, nil
-}
+// The filter itself is assembled from allowed and killed by go-seccomp-bpf
+// ahead of time, one program per architecture (zseccomp_GOARCH.go, written by
+// make seccomp and checked by TestSeccompFilter): the daemon carries the
+// program, not the assembler and its syscall tables for every architecture
+// (165 KB of heap from the moment it starts).
 
 // loadSeccomp loads the filter on every thread (TSYNC); threads the runtime
 // starts later inherit it.
 func loadSeccomp() error {
-	p, err := seccompPolicy()
-	if err != nil {
-		return fmt.Errorf("seccomp policy: %w", err)
+	if len(seccompFilter) == 0 {
+		return fmt.Errorf("seccomp: no filter for %s (make seccomp on that architecture, or --no-sandbox)", runtime.GOARCH)
 	}
-	f := seccomp.Filter{NoNewPrivs: true, Flag: seccomp.FilterFlagTSync, Policy: *p}
-	if err := seccomp.LoadFilter(f); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
+	prog := slices.Clone(seccompFilter)
+	if seccompDefault == "log" {
+		for i, ins := range prog {
+			if ins.Code == bpfRet && ins.K == seccompRetEPERM {
+				prog[i].K = unix.SECCOMP_RET_LOG
+			}
+		}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	// With TSYNC a positive return is the thread that could not follow.
+	tid, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	if errno != 0 {
+		return os.NewSyscallError("seccomp", errno)
+	}
+	if tid != 0 {
+		return fmt.Errorf("seccomp: thread %d cannot take the filter", tid)
 	}
 	return nil
 }
+
+const (
+	bpfRet          = unix.BPF_RET | unix.BPF_K
+	seccompRetEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM) // the default action
+)
