@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -386,14 +385,14 @@ type daemon struct {
 	status                [2][]byte // published, being built
 	statusName, statusTmp []byte
 	pidWritten            bool
-	gcCycles              [1]metrics.Sample // for the status: the hot path must cause none
+	mem                   *runtime.MemStats // for the status: the hot path must cause no GC
 }
 
 func newDaemon(o options, top int, log *logger) *daemon {
 	d := &daemon{opts: o, log: log, top: top, sigr: -1, sigw: -1, stopCode: -1,
 		src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		statusName: cstr(statusName), statusTmp: cstr(statusTmp)}
-	d.gcCycles[0].Name = "/gc/cycles/total:gc-cycles"
+	d.mem = new(runtime.MemStats)
 	d.status[0] = make([]byte, 0, 1024)
 	d.status[1] = make([]byte, 0, 1024)
 	return d

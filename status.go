@@ -12,7 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
+	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -58,8 +58,8 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = line(b, "records skipped (disk full): ", d.stats.skipped)
 	b = line(b, "exit events: ", d.stats.events)
 	b = line(b, "event overruns: ", d.stats.overruns)
-	metrics.Read(d.gcCycles[:])
-	b = line(b, "gc cycles: ", d.gcCycles[0].Value.Uint64())
+	runtime.ReadMemStats(d.mem) // stops the world: one goroutine, microseconds
+	b = line(b, "gc cycles: ", uint64(d.mem.NumGC))
 	return line(b, "source rotations: ", d.stats.rotations)
 }
 
