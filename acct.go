@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -181,6 +183,39 @@ func (s *source) switchOn() error {
 	return nil
 }
 
+// reclaim switches accounting back to the file being written, after another
+// program switched it elsewhere.
+func (s *source) reclaim() error {
+	if err := acct(s.paths[s.cur]); err != nil {
+		return fmt.Errorf("take process accounting back (%s): %w", sourceName, os.NewSyscallError("acct", err))
+	}
+	return nil
+}
+
+// acctLimits are the kernel's thresholds from /proc/sys/kernel/acct: it
+// suspends accounting at or below suspend % free space, resumes at resume %,
+// and looks again every check.
+type acctLimits struct {
+	resume, suspend int64
+	check           time.Duration
+}
+
+func readAcctLimits() acctLimits {
+	l := acctLimits{resume: 4, suspend: 2, check: 30 * time.Second} // the kernel's defaults
+	b, err := os.ReadFile("/proc/sys/kernel/acct")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) != 3 {
+		return l
+	}
+	r, err1 := strconv.ParseInt(f[0], 10, 64)
+	s, err2 := strconv.ParseInt(f[1], 10, 64)
+	c, err3 := strconv.ParseInt(f[2], 10, 64)
+	if err1 == nil && err2 == nil && err3 == nil {
+		l = acctLimits{resume: r, suspend: s, check: time.Duration(c) * time.Second}
+	}
+	return l
+}
+
 // switchOff switches accounting off, if the daemon switched it on.
 func (s *source) switchOff() error {
 	if !s.on {
@@ -215,17 +250,18 @@ func (s *source) beginSwitch() error {
 	return nil
 }
 
-// finishSwitch, once the old file is drained, swaps the two names (so
-// TOP/pacct_source always names the file being written), empties the old
-// file and reads from the new one.
+// finishSwitch, once the old file is drained, empties it, reads from the
+// new one from now on and swaps the two names (so TOP/pacct_source always
+// names the file being written). An error wrapping ENOENT means a name was
+// removed: the files stay open and in use, only the names are gone.
 func (s *source) finishSwitch() error {
 	old := s.fds[s.cur]
 	s.cur, s.off = 1-s.cur, 0
-	if err := renameat2(s.top, s.nextName, s.top, s.name, unix.RENAME_EXCHANGE); err != nil {
-		return fmt.Errorf("exchange %s and %s: %w", sourceName, sourceNext, os.NewSyscallError("renameat2", err))
-	}
 	if err := unix.Ftruncate(old, 0); err != nil {
 		return fmt.Errorf("empty %s: %w", sourceNext, os.NewSyscallError("ftruncate", err))
+	}
+	if err := renameat2(s.top, s.nextName, s.top, s.name, unix.RENAME_EXCHANGE); err != nil {
+		return fmt.Errorf("exchange %s and %s: %w", sourceName, sourceNext, os.NewSyscallError("renameat2", err))
 	}
 	return nil
 }

@@ -22,11 +22,12 @@ const (
 )
 
 // logger writes short lines to stderr, or to syslog without ever blocking:
-// a line that syslog cannot take at once is dropped.
+// a line that syslog cannot take at once is dropped, and counted.
 type logger struct {
-	stderr io.Writer // nil when daemonized
-	fd     int       // syslog socket, -1 when not connected
-	pid    int
+	stderr  io.Writer // nil when daemonized
+	fd      int       // syslog socket, -1 when not connected
+	pid     int
+	dropped uint64 // lines syslog did not take
 }
 
 func newLogger(stderr io.Writer) *logger {
@@ -47,14 +48,19 @@ func (l *logger) printf(pri int, format string, args ...any) {
 	line := fmt.Sprintf("<%d>%s atopacctd[%d]: %s", logDaemon|pri, time.Now().Format(time.Stamp), l.pid, msg)
 	for try := 0; try < 2; try++ {
 		if l.fd < 0 && !l.connect() {
+			break
+		}
+		_, err := unix.Write(l.fd, []byte(line))
+		if err == nil {
 			return
 		}
-		if _, err := unix.Write(l.fd, []byte(line)); err == nil || err == unix.EAGAIN {
-			return // EAGAIN: syslog is behind; drop the line rather than wait
+		if err == unix.EAGAIN {
+			break // syslog is behind: drop the line rather than wait
 		}
 		unix.Close(l.fd) // syslog restarted (ECONNREFUSED): reconnect once
 		l.fd = -1
 	}
+	l.dropped++
 }
 
 func (l *logger) connect() bool {

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,12 +44,12 @@ const (
 	readyLine  = "ready"
 	tick       = time.Second // status, disk guard and repairs happen at most this often
 	lostAfter  = 3 * time.Second
-	coalesce   = 10 * time.Millisecond // the longest a storm's exits wait to be copied
+	coalesce   = 25 * time.Millisecond // the longest a storm's exits wait to be copied
 	readyWait  = 30 * time.Second
 	probeWait  = time.Second
 )
 
-const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--no-sandbox] [topdirectory]"
+const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--no-sandbox] [topdirectory]"
 
 const helpText = usageLine + `
 
@@ -65,6 +64,8 @@ TOPDIRECTORY/pacct_shadow.d (default top directory /run) for atop.
   --source-max BYTES       rotate the source file at this size (default 1048576)
   --gc-interval DURATION   garbage-collection interval (default 60s)
   --poll DURATION          polling interval when netlink is unavailable (default 1s)
+  --reclaim DURATION       when another program has taken process accounting, take
+                           it back after this long (default 1h; 0 = never)
   -s, --status             print the state of the daemon serving topdirectory, exit 0
                            (1 if none runs); works for non-root users too
   --no-sandbox             for debugging only: keep every capability, no seccomp
@@ -84,13 +85,13 @@ type options struct {
 	help, noSandbox             bool
 	pidfile                     string
 	records, sourceMax          int64
-	gcInterval, poll            time.Duration
+	gcInterval, poll, reclaim   time.Duration
 }
 
 // parseArgs reads the compatible form [-v | topdirectory] and the extended one.
 func parseArgs(args []string) (options, error) {
 	o := options{pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20,
-		gcInterval: 60 * time.Second, poll: time.Second}
+		gcInterval: 60 * time.Second, poll: time.Second, reclaim: time.Hour}
 	var tops []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -132,9 +133,11 @@ func parseArgs(args []string) (options, error) {
 		case "--source-max":
 			o.sourceMax, err = positive(name, value)
 		case "--gc-interval":
-			o.gcInterval, err = duration(name, value)
+			o.gcInterval, err = duration(name, value, false)
 		case "--poll":
-			o.poll, err = duration(name, value)
+			o.poll, err = duration(name, value, false)
+		case "--reclaim":
+			o.reclaim, err = duration(name, value, true)
 		default:
 			return o, fmt.Errorf("%s: unknown option", a)
 		}
@@ -158,7 +161,7 @@ func parseArgs(args []string) (options, error) {
 
 func takesValue(name string) bool {
 	switch name {
-	case "--pidfile", "--records", "--source-max", "--gc-interval", "--poll":
+	case "--pidfile", "--records", "--source-max", "--gc-interval", "--poll", "--reclaim":
 		return true
 	}
 	return false
@@ -176,13 +179,13 @@ func positive(name string, value func() (string, error)) (int64, error) {
 	return n, nil
 }
 
-func duration(name string, value func() (string, error)) (time.Duration, error) {
+func duration(name string, value func() (string, error), zeroOK bool) (time.Duration, error) {
 	s, err := value()
 	if err != nil {
 		return 0, err
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
+	if err != nil || d < 0 || d == 0 && !zeroOK {
 		return 0, fmt.Errorf("%s: %q is not a positive duration (e.g. 500ms, 60s)", name, s)
 	}
 	return d, nil
@@ -376,22 +379,27 @@ type daemon struct {
 
 	now, nextTick, nextGC, rotateRetry time.Time
 
-	diskLow   bool   // shadow file system below 5 % free: records are skipped
-	skipRun   uint64 // records skipped since diskLow
-	unmatched uint64 // exit events since the last record arrived
-	since     time.Time
-	lost      bool // exits are seen but no records arrive
+	diskLow    bool   // shadow file system below 5 % free: records are skipped
+	skipRun    uint64 // records skipped since diskLow
+	unmatched  uint64 // exit events since the last record arrived
+	since      time.Time
+	grace      time.Time // no verdict on missing records before this
+	state      int       // acctOn, acctLost or acctSuspended
+	lostAt     time.Time
+	limits     acctLimits
+	srcUnnamed bool // a source file's name was removed
 
-	status                [2][]byte // published, being built
-	statusName, statusTmp []byte
-	pidWritten            bool
-	mem                   *runtime.MemStats // for the status: the hot path must cause no GC
+	status     [2][]byte // published, being built
+	statusName []byte
+	pidWritten bool
+	mem        *runtime.MemStats // for the status: the hot path must cause no GC
+	text       [][2]uintptr      // the executable's read-only pages (shed)
 }
 
 func newDaemon(o options, top int, log *logger) *daemon {
 	d := &daemon{opts: o, log: log, top: top, sigr: -1, sigw: -1, stopCode: -1,
 		src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
-		statusName: cstr(statusName), statusTmp: cstr(statusTmp)}
+		statusName: cstr(statusName)}
 	d.mem = new(runtime.MemStats)
 	d.status[0] = make([]byte, 0, 1024)
 	d.status[1] = make([]byte, 0, 1024)
@@ -445,11 +453,12 @@ func (d *daemon) startup() error {
 	d.signals()
 
 	// 5. Source file, shadow directory, first shadow file, current.
-	text := textRanges() // start-up code is dropped from memory stage by stage
+	d.text = textRanges() // start-up code is shed from memory stage by stage
 	unix.Umask(0o022)
 	if err := d.src.create(); err != nil {
 		return fail(exitFiles, err)
 	}
+	d.limits = readAcctLimits()
 	if err := d.sh.create(); err != nil {
 		return fail(exitFiles, err)
 	}
@@ -467,7 +476,7 @@ func (d *daemon) startup() error {
 		}
 		return fail(exitAcct, err)
 	}
-	dropText(text)
+	d.shed()
 	d.sh.recSize = d.src.format.size
 	d.buf = make([]byte, readRecords*d.src.format.size)
 	if d.nl != nil {
@@ -484,7 +493,7 @@ func (d *daemon) startup() error {
 		return fail(exitFiles, err)
 	}
 	renice()
-	dropText(text)
+	d.shed()
 	notify := notifySocket(d.opts.foreground)
 	if d.opts.noSandbox {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
@@ -500,7 +509,7 @@ func (d *daemon) startup() error {
 	d.now = time.Now()
 	d.nextTick, d.nextGC = d.now, d.now.Add(d.opts.gcInterval)
 	d.publish()
-	dropText(text)
+	d.shed()
 	if notify >= 0 {
 		unix.Write(notify, []byte("READY=1"))
 		unix.Close(notify)
@@ -605,11 +614,21 @@ func (d *daemon) writePidfile() error {
 	return nil
 }
 
+// What the daemon knows of process accounting, from exit events that bring
+// no record (only with the proc connector: polling sees no exits).
+const (
+	acctOn        = iota
+	acctLost      // another program called acct(2): records go elsewhere
+	acctSuspended // the kernel stopped writing: its file system is nearly full
+)
+
 // accounting names the state shown by --status.
 func (d *daemon) accounting() string {
 	switch {
-	case d.lost:
+	case d.state == acctLost:
 		return "lost"
+	case d.state == acctSuspended:
+		return "suspended"
 	case d.nl == nil:
 		return "polling"
 	}
@@ -649,17 +668,16 @@ func (d *daemon) wakeup(nfds int) error {
 		timeout = t
 	}
 	// Coalescing: when the last turn found several records, a storm is on:
-	// let its exits gather for one turn instead of waking for each (a lone
-	// exit is still copied at once). The pause is a raw system call: a
-	// blocking call through the Go scheduler makes the runtime hand the
-	// processor to another thread and back, and its monitor wake, which
-	// under a storm cost more than the copying itself. Signals wait until
-	// the pause ends.
+	// let its exits gather for a while instead of waking for each (a lone
+	// exit is still copied at once). Each turn costs about the same whatever
+	// it copies, so under a storm the daemon's CPU falls with the pause
+	// (100,000 exits from two workers cost it 7-9 clock ticks with 10 ms,
+	// 5-6 with 25 ms, 3-4 with 50 ms); records then reach the shadow files
+	// within coalesce, far below any atop interval. time.Sleep, not a raw pause: the runtime's monitor
+	// then sleeps too, and the signal goroutine runs meanwhile.
 	hold := d.turn >= 2 && nfds > 1
 	if hold {
-		d.timeout = unix.NsecToTimespec(int64(min(timeout, coalesce)))
-		unix.RawSyscall6(unix.SYS_PPOLL, 0, 0, uintptr(unsafe.Pointer(&d.timeout)), 0, 0, 0)
-		runtime.Gosched()    // the signal goroutine may run; the monitor sees no hog
+		time.Sleep(min(timeout, coalesce))
 		nfds, timeout = 1, 0 // then only a look at the signal pipe
 	}
 	d.pfds[1].Revents = 0
@@ -774,7 +792,13 @@ func (d *daemon) rotate() error {
 	if err := d.drain(true); err != nil {
 		return err
 	}
-	if err := d.src.finishSwitch(); err != nil {
+	err := d.src.finishSwitch()
+	switch {
+	case errors.Is(err, unix.ENOENT) && !d.srcUnnamed:
+		// Landlock lets no new source file be made; the open ones serve.
+		d.srcUnnamed = true
+		d.log.warnf("%v: a source file was removed; carrying on with the open files", err)
+	case err != nil && !errors.Is(err, unix.ENOENT):
 		return fail(exitFiles, err)
 	}
 	d.stats.rotations++
@@ -787,8 +811,8 @@ func (d *daemon) deliver(recs []byte) error {
 	n := uint64(len(recs) / d.src.format.size)
 	d.turn += n
 	d.unmatched = 0
-	if d.lost {
-		d.lost = false
+	if d.state != acctOn {
+		d.state = acctOn
 		d.log.noticef("accounting records arrive again")
 	}
 	want, err := d.clientsPresent()
@@ -866,16 +890,55 @@ func (d *daemon) periodic() error {
 		if err != nil {
 			return fail(exitFiles, err)
 		}
-		if d.unmatched >= 3 && d.now.Sub(d.since) >= lostAfter && !d.lost {
-			d.lost = true
-			d.log.warnf("%d exits without an accounting record in %s: has another program taken process accounting?", d.unmatched, d.now.Sub(d.since).Round(time.Second))
-		}
+		d.watchAccounting()
 		d.publish()
 	}
 	if !d.now.Before(d.nextGC) {
 		d.collect()
 	}
 	return nil
+}
+
+// watchAccounting tells, from exits that bring no record, whether another
+// program has taken process accounting (lost) or the kernel suspended it for
+// want of space (suspended); it takes accounting back --reclaim after it was
+// lost, never while suspended: the kernel resumes by itself.
+func (d *daemon) watchAccounting() {
+	starved := d.unmatched >= 3 && d.now.Sub(d.since) >= lostAfter && !d.now.Before(d.grace)
+	switch {
+	case d.state == acctSuspended:
+		if !d.spaceBelow(d.limits.resume) {
+			// The kernel looks at the space again within its interval.
+			d.state, d.unmatched, d.grace = acctOn, 0, d.now.Add(d.limits.check)
+			d.log.noticef("%s: %d%% free again: the kernel resumes accounting within %s", d.opts.top, d.limits.resume, d.limits.check)
+		}
+	case !starved:
+	case d.spaceBelow(d.limits.resume):
+		d.state = acctSuspended
+		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting until there is (/proc/sys/kernel/acct)", d.opts.top, d.limits.resume)
+	case d.state == acctOn:
+		d.state, d.lostAt = acctLost, d.now
+		then := "never taking it back (--reclaim 0)"
+		if d.opts.reclaim > 0 {
+			then = "taking it back in " + d.opts.reclaim.String()
+		}
+		d.log.warnf("%d exits without an accounting record in %s: another program has taken process accounting; %s", d.unmatched, d.now.Sub(d.since).Round(time.Second), then)
+	case d.opts.reclaim > 0 && d.now.Sub(d.lostAt) >= d.opts.reclaim:
+		d.lostAt = d.now // the next try, if this one fails
+		if err := d.src.reclaim(); err != nil {
+			d.log.warnf("%v: trying again in %s", err, d.opts.reclaim)
+			return
+		}
+		d.state, d.unmatched = acctOn, 0
+		d.log.noticef("took process accounting back after %s (--reclaim)", d.opts.reclaim)
+	}
+}
+
+// spaceBelow reports whether the top directory's file system has less than
+// pct % of its blocks free, as the kernel counts them.
+func (d *daemon) spaceBelow(pct int64) bool {
+	var st unix.Statfs_t
+	return unix.Fstatfs(d.top, &st) == nil && int64(st.Bavail)*100 < int64(st.Blocks)*pct
 }
 
 // checkDisk is the disk guard: below 5 % free blocks on the shadow file
@@ -919,6 +982,11 @@ func (d *daemon) collect() {
 // made: source, shadow files, current, the directory, the public set, the
 // PID file. It is safe to call more than once.
 func (d *daemon) cleanup() {
+	if d.state == acctLost && d.src.on {
+		// Switching off now would stop the other program's accounting.
+		d.src.on = false
+		d.log.noticef("leaving process accounting to the program that took it")
+	}
 	if err := d.src.remove(); err != nil {
 		d.log.errorf("%v", err)
 	}

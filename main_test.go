@@ -9,7 +9,7 @@ import (
 
 func TestParseArgs(t *testing.T) {
 	def := options{top: "/run", pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20,
-		gcInterval: time.Minute, poll: time.Second}
+		gcInterval: time.Minute, poll: time.Second, reclaim: time.Hour}
 	with := func(f func(*options)) options { o := def; f(&o); return o }
 	for _, tt := range []struct {
 		name string
@@ -37,6 +37,9 @@ func TestParseArgs(t *testing.T) {
 		{"source-max negative", []string{"--source-max", "-5"}, def, "--source-max:"},
 		{"bad duration", []string{"--gc-interval", "soon"}, def, `--gc-interval: "soon" is not a positive duration`},
 		{"zero poll", []string{"--poll", "0s"}, def, "--poll:"},
+		{"reclaim", []string{"--reclaim=90s"}, with(func(o *options) { o.reclaim = 90 * time.Second }), ""},
+		{"reclaim never", []string{"--reclaim", "0"}, with(func(o *options) { o.reclaim = 0 }), ""},
+		{"reclaim negative", []string{"--reclaim", "-1s"}, def, `--reclaim: "-1s" is not a positive duration`},
 		{"missing value", []string{"--records"}, def, "--records: needs a value"},
 		{"no-sandbox", []string{"--no-sandbox"}, with(func(o *options) { o.noSandbox = true }), ""},
 		{"value on a flag", []string{"--foreground=yes"}, def, "--foreground: takes no value"},

@@ -71,12 +71,14 @@ func textRanges() [][2]uintptr {
 	return r
 }
 
-// dropText unmaps the pages of the executable that start-up touched: they
-// come back from the page cache when used, so the resident set holds the
-// loop's code, not the argument parser's, libcap's and the filter
-// assembler's (a static binary is otherwise nearly all resident).
-func dropText(ranges [][2]uintptr) {
-	for _, r := range ranges {
+// shed unmaps the pages of the executable that start-up has touched so far:
+// they come back from the page cache when used. The Go runtime's start maps
+// nearly the whole static binary (the kernel maps 64 KiB around every
+// fault); shed between start-up steps, the resident set holds one step's
+// code at a time and, once running, the loop's, not the argument parser's
+// and libcap's: the peak stays near what the runtime's start alone takes.
+func (d *daemon) shed() {
+	for _, r := range d.text {
 		unix.Syscall(unix.SYS_MADVISE, r[0], r[1]-r[0], unix.MADV_DONTNEED)
 	}
 }
@@ -270,7 +272,7 @@ var allowed = []string{
 	"restart_syscall", "clock_gettime", "gettimeofday", "epoll_wait", "epoll_pwait", "epoll_pwait2",
 	"epoll_ctl",
 	// The loop: wait, events, source, shadow files, current, status, GC.
-	"ppoll", "recvmmsg", "pread64", "read", "write", "openat", "close", "renameat2", "unlinkat", "mkdirat",
+	"ppoll", "recvmmsg", "pread64", "pwrite64", "read", "write", "openat", "close", "renameat2", "unlinkat", "mkdirat",
 	"fstat", "newfstatat", "fstatfs", "ftruncate", "fcntl", "getdents64", "lseek",
 	// Semaphores: the client count, the public lock, re-creating a removed set.
 	"semctl", "semtimedop", "semtimedop_time64", "semget",

@@ -140,6 +140,8 @@ type shadow struct {
 	n      int64 // records in it
 	oldest int64 // sequence number of the oldest file kept
 
+	repaired string // what start had to recreate, for repair to report
+
 	dirName, curName, curTmp []byte
 	name                     [16]byte // "NNNNNNNNNN.paf\0"
 	content                  [48]byte // content of current
@@ -238,6 +240,11 @@ func readNames(dir int) ([]string, error) {
 func (s *shadow) start(seq int64) error {
 	name := formatName(s.name[:], seq)
 	fd, err := openat(s.dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if errors.Is(err, unix.ENOENT) && s.dirRemoved() {
+		err := s.recreate()
+		s.repaired = shadowDir // for repair to report
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("create %s/%s: %w", shadowDir, cname(name), os.NewSyscallError("openat", err))
 	}
@@ -246,6 +253,10 @@ func (s *shadow) start(seq int64) error {
 		return err
 	}
 	if s.fd >= 0 {
+		var st unix.Stat_t
+		if unix.Fstat(s.fd, &st) == nil && st.Nlink == 0 && s.repaired == "" {
+			s.repaired = "shadow file " + cname(formatName(s.name[:], s.seq)) // moved on before repair saw it
+		}
 		unix.Close(s.fd)
 	}
 	s.seq, s.fd, s.n = seq, fd, 0
@@ -375,20 +386,40 @@ func (s *shadow) collect() (removed int, err error) {
 // repair recreates what was removed under the daemon: the directory, the file
 // being written, or current. It returns what it repaired ("" if nothing).
 func (s *shadow) repair() (string, error) {
-	var st unix.Stat_t
-	if unix.Fstat(s.dir, &st) == nil && st.Nlink == 0 {
-		if err := unix.Mkdirat(s.top, shadowDir, 0o755); err != nil {
-			return shadowDir, fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
-		}
-		return shadowDir, s.open()
+	if what := s.repaired; what != "" {
+		s.repaired = ""
+		return what, nil
 	}
-	if unix.Fstat(s.fd, &st) == nil && st.Nlink == 0 {
-		return "shadow file " + cname(formatName(s.name[:], s.seq)), s.start(s.seq + 1)
+	what := ""
+	var err error
+	var st unix.Stat_t
+	switch {
+	case s.dirRemoved():
+		what, err = shadowDir, s.recreate()
+	case unix.Fstat(s.fd, &st) == nil && st.Nlink == 0:
+		what, err = "shadow file "+cname(formatName(s.name[:], s.seq)), s.start(s.seq+1)
+	}
+	if what != "" {
+		s.repaired = "" // reported here, not again
+		return what, err
 	}
 	if err := unix.Fstatat(s.dir, currentName, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
 		return currentName, s.writeCurrent(s.seq)
 	}
 	return "", nil
+}
+
+func (s *shadow) dirRemoved() bool {
+	var st unix.Stat_t
+	return unix.Fstat(s.dir, &st) == nil && st.Nlink == 0
+}
+
+// recreate makes the shadow directory anew and starts again from file 0.
+func (s *shadow) recreate() error {
+	if err := unix.Mkdirat(s.top, shadowDir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
+	}
+	return s.open()
 }
 
 // usage returns the number of shadow files and their total size, from what

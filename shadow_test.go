@@ -217,6 +217,18 @@ func TestShadowStaleAndRepair(t *testing.T) {
 	if what, err := s2.repair(); what != shadowDir || err != nil || readCurrent(t, dir) != "0/2" {
 		t.Errorf("repair of the directory: %q, %v", what, err)
 	}
+	// Removed while the daemon writes: creating the next file makes it anew
+	// (file 0 again; the 2 records before went to the removed file).
+	os.RemoveAll(dir)
+	if n, err := s2.write(records(5, 0)); n != 5 || err != nil || readCurrent(t, dir) != "1/2" {
+		t.Errorf("writing on after the directory was removed: %d, %v", n, err)
+	}
+	if what, err := s2.repair(); what != shadowDir || err != nil {
+		t.Errorf("repair after the write recreated the directory: %q, %v", what, err)
+	}
+	if what, _ := s2.repair(); what != "" {
+		t.Errorf("reported twice: %q", what)
+	}
 	if err := s2.removeAll(); err != nil {
 		t.Fatal(err)
 	}

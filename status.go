@@ -20,7 +20,6 @@ import (
 
 const (
 	statusName = "status"
-	statusTmp  = "status.tmp"
 	pidKey     = "pid: "
 )
 
@@ -58,32 +57,51 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = line(b, "records skipped (disk full): ", d.stats.skipped)
 	b = line(b, "exit events: ", d.stats.events)
 	b = line(b, "event overruns: ", d.stats.overruns)
+	b = line(b, "log lines dropped: ", d.log.dropped)
 	runtime.ReadMemStats(d.mem) // stops the world: one goroutine, microseconds
 	b = line(b, "gc cycles: ", uint64(d.mem.NumGC))
+	b = line(b, "goroutines: ", uint64(runtime.NumGoroutine()))
 	return line(b, "source rotations: ", d.stats.rotations)
 }
 
-// publish rewrites the status file atomically if its content changed.
+// publish rewrites the status file in place if its content changed: a
+// rewrite needs no new blocks, so the status stays current on a full file
+// system, when "records skipped" matters most. A reader may catch it half
+// written: --status reads until two reads agree.
 func (d *daemon) publish() {
 	b := d.appendStatus(d.status[1][:0])
 	if bytes.Equal(b, d.status[0]) {
 		return
 	}
-	d.status[0] = append(d.status[0][:0], b...)
-	fd, err := openat(d.sh.dir, d.statusTmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	fd, err := openat(d.sh.dir, d.statusName, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return // the status is informative: the next second tries again
 	}
-	_, err = unix.Write(fd, b)
-	unix.Close(fd)
-	if err == nil {
-		renameat(d.sh.dir, d.statusTmp, d.sh.dir, d.statusName)
+	n, err := unix.Pwrite(fd, b, 0)
+	if err == nil && n == len(b) && unix.Ftruncate(fd, int64(n)) == nil {
+		d.status[0] = append(d.status[0][:0], b...)
 	}
+	unix.Close(fd)
+}
+
+// readStatus reads the status file until two reads agree (the daemon
+// rewrites it in place).
+func readStatus(top string) ([]byte, error) {
+	name := filepath.Join(top, shadowDir, statusName)
+	last, err := os.ReadFile(name)
+	for try := 0; err == nil && try < 10; try++ {
+		var again []byte
+		if again, err = os.ReadFile(name); err == nil && bytes.Equal(again, last) {
+			return again, nil
+		}
+		last = again
+	}
+	return last, err
 }
 
 // printStatus implements --status: exit 0 if a daemon serves top, else 1.
 func printStatus(top string, stdout io.Writer) int {
-	data, err := os.ReadFile(filepath.Join(top, shadowDir, statusName))
+	data, err := readStatus(top)
 	pid := 0
 	if err == nil {
 		first, _, _ := bytes.Cut(data, []byte("\n"))

@@ -7,34 +7,35 @@ import "golang.org/x/sys/unix"
 // seccompFilter for 386: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 72, K: 0x40000003}, // jneq #1073741827,72
+	{Code: 0x0015, Jt: 0, Jf: 73, K: 0x40000003}, // jneq #1073741827,73
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xf0},       // jeq #240,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0xa2},       // jeq #162,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x10b},      // jeq #267,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x9e},       // jeq #158,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x5a},       // jeq #90,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x5b},       // jeq #91,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xdb},       // jeq #219,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x7d},       // jeq #125,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xad},       // jeq #173,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xaf},       // jeq #175,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xba},       // jeq #186,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0xe0},       // jeq #224,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x10e},      // jeq #270,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x14},       // jeq #20,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x1},        // jeq #1,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0xfc},       // jeq #252,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x0},        // jeq #0,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x109},      // jeq #265,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x4e},       // jeq #78,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x100},      // jeq #256,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x13f},      // jeq #319,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x1b9},      // jeq #441,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0xff},       // jeq #255,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x135},      // jeq #309,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x151},      // jeq #337,30
-	{Code: 0x0015, Jt: 29, Jf: 0, K: 0xb4},       // jeq #180,29
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xf0},       // jeq #240,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xa2},       // jeq #162,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x10b},      // jeq #267,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x9e},       // jeq #158,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x5a},       // jeq #90,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x5b},       // jeq #91,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xdb},       // jeq #219,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x7d},       // jeq #125,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xad},       // jeq #173,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xaf},       // jeq #175,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xba},       // jeq #186,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xe0},       // jeq #224,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x10e},      // jeq #270,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x14},       // jeq #20,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x1},        // jeq #1,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xfc},       // jeq #252,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x0},        // jeq #0,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x109},      // jeq #265,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x4e},       // jeq #78,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x100},      // jeq #256,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x13f},      // jeq #319,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x1b9},      // jeq #441,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0xff},       // jeq #255,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x135},      // jeq #309,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x151},      // jeq #337,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0xb4},       // jeq #180,30
+	{Code: 0x0015, Jt: 29, Jf: 0, K: 0xb5},       // jeq #181,29
 	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x3},        // jeq #3,28
 	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x4},        // jeq #4,27
 	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x127},      // jeq #295,26

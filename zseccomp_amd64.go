@@ -7,36 +7,37 @@ import "golang.org/x/sys/unix"
 // seccompFilter for amd64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 76, K: 0xc000003e}, // jneq #3221225534,76
+	{Code: 0x0015, Jt: 0, Jf: 77, K: 0xc000003e}, // jneq #3221225534,77
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
 	{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000},  // jlt #1073741824,1
 	{Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026},     // ret #327718
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xca},       // jeq #202,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x23},       // jeq #35,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0xe6},       // jeq #230,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x18},       // jeq #24,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x9},        // jeq #9,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xb},        // jeq #11,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x1c},       // jeq #28,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xa},        // jeq #10,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xf},        // jeq #15,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xe},        // jeq #14,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x83},       // jeq #131,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xba},       // jeq #186,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0xea},       // jeq #234,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x27},       // jeq #39,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x3c},       // jeq #60,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xe7},       // jeq #231,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0xdb},       // jeq #219,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0xe4},       // jeq #228,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x60},       // jeq #96,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0xe8},       // jeq #232,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x119},      // jeq #281,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x1b9},      // jeq #441,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0xe9},       // jeq #233,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x10f},      // jeq #271,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x12b},      // jeq #299,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x11},       // jeq #17,30
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0xca},       // jeq #202,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x23},       // jeq #35,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xe6},       // jeq #230,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x18},       // jeq #24,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x9},        // jeq #9,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xb},        // jeq #11,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x1c},       // jeq #28,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xa},        // jeq #10,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xf},        // jeq #15,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xe},        // jeq #14,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x83},       // jeq #131,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xba},       // jeq #186,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xea},       // jeq #234,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x27},       // jeq #39,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x3c},       // jeq #60,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0xe7},       // jeq #231,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xdb},       // jeq #219,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0xe4},       // jeq #228,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x60},       // jeq #96,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0xe8},       // jeq #232,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x119},      // jeq #281,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x1b9},      // jeq #441,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0xe9},       // jeq #233,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x10f},      // jeq #271,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x12b},      // jeq #299,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x11},       // jeq #17,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x12},       // jeq #18,30
 	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x0},        // jeq #0,29
 	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x1},        // jeq #1,28
 	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x101},      // jeq #257,27

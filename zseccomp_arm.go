@@ -7,33 +7,34 @@ import "golang.org/x/sys/unix"
 // seccompFilter for arm: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 73, K: 0x40000028}, // jneq #1073741864,73
+	{Code: 0x0015, Jt: 0, Jf: 74, K: 0x40000028}, // jneq #1073741864,74
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xf0},       // jeq #240,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0xa2},       // jeq #162,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x109},      // jeq #265,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x9e},       // jeq #158,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x5b},       // jeq #91,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xdc},       // jeq #220,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x7d},       // jeq #125,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xad},       // jeq #173,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xaf},       // jeq #175,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xba},       // jeq #186,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xe0},       // jeq #224,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x10c},      // jeq #268,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x14},       // jeq #20,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x1},        // jeq #1,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xf8},       // jeq #248,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x0},        // jeq #0,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x107},      // jeq #263,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x4e},       // jeq #78,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0xfc},       // jeq #252,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x15a},      // jeq #346,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x1b9},      // jeq #441,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0xfb},       // jeq #251,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x150},      // jeq #336,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x16d},      // jeq #365,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0xb4},       // jeq #180,30
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xf0},       // jeq #240,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xa2},       // jeq #162,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x109},      // jeq #265,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x9e},       // jeq #158,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x5b},       // jeq #91,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xdc},       // jeq #220,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x7d},       // jeq #125,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xad},       // jeq #173,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xaf},       // jeq #175,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xba},       // jeq #186,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xe0},       // jeq #224,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x10c},      // jeq #268,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x14},       // jeq #20,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x1},        // jeq #1,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0xf8},       // jeq #248,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x0},        // jeq #0,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x107},      // jeq #263,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x4e},       // jeq #78,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0xfc},       // jeq #252,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x15a},      // jeq #346,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x1b9},      // jeq #441,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0xfb},       // jeq #251,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x150},      // jeq #336,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x16d},      // jeq #365,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0xb4},       // jeq #180,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0xb5},       // jeq #181,30
 	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x3},        // jeq #3,29
 	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x4},        // jeq #4,28
 	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x142},      // jeq #322,27

@@ -7,33 +7,34 @@ import "golang.org/x/sys/unix"
 // seccompFilter for arm64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 73, K: 0xc00000b7}, // jneq #3221225655,73
+	{Code: 0x0015, Jt: 0, Jf: 74, K: 0xc00000b7}, // jneq #3221225655,74
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x62},       // jeq #98,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x65},       // jeq #101,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x73},       // jeq #115,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x7c},       // jeq #124,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xde},       // jeq #222,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xd7},       // jeq #215,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xe9},       // jeq #233,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xe2},       // jeq #226,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x8b},       // jeq #139,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x87},       // jeq #135,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x84},       // jeq #132,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0xb2},       // jeq #178,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x83},       // jeq #131,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0xac},       // jeq #172,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x5d},       // jeq #93,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x5e},       // jeq #94,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x80},       // jeq #128,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x71},       // jeq #113,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0xa9},       // jeq #169,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x16},       // jeq #22,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x1b9},      // jeq #441,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x15},       // jeq #21,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x49},       // jeq #73,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0xf3},       // jeq #243,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x43},       // jeq #67,30
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x62},       // jeq #98,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x65},       // jeq #101,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x73},       // jeq #115,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x7c},       // jeq #124,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xde},       // jeq #222,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xd7},       // jeq #215,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xe9},       // jeq #233,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xe2},       // jeq #226,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x8b},       // jeq #139,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x87},       // jeq #135,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x84},       // jeq #132,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xb2},       // jeq #178,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x83},       // jeq #131,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0xac},       // jeq #172,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x5d},       // jeq #93,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x5e},       // jeq #94,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x80},       // jeq #128,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x71},       // jeq #113,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0xa9},       // jeq #169,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x16},       // jeq #22,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x1b9},      // jeq #441,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x15},       // jeq #21,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x49},       // jeq #73,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0xf3},       // jeq #243,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x43},       // jeq #67,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x44},       // jeq #68,30
 	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x3f},       // jeq #63,29
 	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x40},       // jeq #64,28
 	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x38},       // jeq #56,27
