@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
@@ -39,14 +38,15 @@ const (
 )
 
 const (
-	readyFDEnv = "ATOPACCTD_READY_FD"   // set in the re-executed daemon: its readiness pipe
-	probeEnv   = "ATOPACCTD_EXIT_PROBE" // set in the child whose exit checks the proc connector
-	readyLine  = "ready"
-	tick       = time.Second // status, disk guard and repairs happen at most this often
-	lostAfter  = 3 * time.Second
-	coalesce   = 25 * time.Millisecond // the longest a storm's exits wait to be copied
-	readyWait  = 30 * time.Second
-	probeWait  = time.Second
+	readyFDEnv    = "ATOPACCTD_READY_FD"   // set in the re-executed daemon: its readiness pipe
+	probeEnv      = "ATOPACCTD_EXIT_PROBE" // set in the child whose exit checks the proc connector
+	readyLine     = "ready"
+	tick          = time.Second // status, disk guard and repairs happen at most this often
+	lostAfter     = 3 * time.Second
+	coalesce      = 10 * time.Millisecond // the first pause when exits come together
+	stormCoalesce = 25 * time.Millisecond // the pause while a storm lasts: the longest records wait
+	readyWait     = 30 * time.Second
+	probeWait     = time.Second
 )
 
 const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--no-sandbox] [topdirectory]"
@@ -109,7 +109,7 @@ func parseArgs(args []string) (options, error) {
 				return val, nil
 			}
 			if i+1 >= len(args) {
-				return "", fmt.Errorf("%s: needs a value", name)
+				return "", fmt.Errorf("%s: needs a value", shown(name))
 			}
 			i++
 			return args[i], nil
@@ -139,24 +139,34 @@ func parseArgs(args []string) (options, error) {
 		case "--reclaim":
 			o.reclaim, err = duration(name, value, true)
 		default:
-			return o, fmt.Errorf("%s: unknown option", a)
+			return o, fmt.Errorf("%s: unknown option", shown(a))
 		}
 		if err != nil {
 			return o, err
 		}
 		if hasVal && !strings.HasPrefix(name, "--") || hasVal && !takesValue(name) {
-			return o, fmt.Errorf("%s: takes no value", name)
+			return o, fmt.Errorf("%s: takes no value", shown(name))
 		}
 	}
 	switch {
 	case len(tops) > 1:
-		return o, fmt.Errorf("%s: only one top directory may be given (already %s)", tops[1], tops[0])
+		return o, fmt.Errorf("%s: only one top directory may be given (already %s)", shown(tops[1]), shown(tops[0]))
+	case len(tops) == 1 && tops[0] == "":
+		return o, errors.New(`"": an empty top directory`)
 	case len(tops) == 1:
 		o.top = tops[0]
 	default:
 		o.top = "/run"
 	}
 	return o, nil
+}
+
+// shown quotes an argument that would not print as itself on one line.
+func shown(s string) string {
+	if q := strconv.Quote(s); q[1:len(q)-1] != s {
+		return q
+	}
+	return s
 }
 
 func takesValue(name string) bool {
@@ -321,17 +331,20 @@ func daemonize(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "atopacctd: readiness pipe: %v\n", err)
 		return exitFiles
 	}
-	cmd := exec.Command(exe, args...)
-	cmd.Args[0] = "atopacctd"
-	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "atopacctd: %v\n", err)
+		return exitFiles
+	}
+	p, err := os.StartProcess(exe, append([]string{"atopacctd"}, args...), &os.ProcAttr{
+		Dir: "/", Env: append(os.Environ(), readyFDEnv+"=3"), Files: []*os.File{null, null, null, w},
+		Sys: &syscall.SysProcAttr{Setsid: true}})
+	null.Close()
+	w.Close()
+	if err != nil {
 		fmt.Fprintf(stderr, "atopacctd: start daemon %s: %v\n", exe, err)
 		return exitFiles
 	}
-	w.Close()
 	r.SetReadDeadline(time.Now().Add(readyWait))
 	line, err := bufio.NewReader(r).ReadString('\n')
 	line = strings.TrimSuffix(line, "\n")
@@ -339,20 +352,20 @@ func daemonize(args []string, stderr io.Writer) int {
 		return exitOK
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		fmt.Fprintf(stderr, "atopacctd: daemon (pid %d) not ready after %s: killed\n", cmd.Process.Pid, readyWait)
+		p.Kill()
+		p.Wait()
+		fmt.Fprintf(stderr, "atopacctd: daemon (pid %d) not ready after %s: killed\n", p.Pid, readyWait)
 		return exitFiles
 	}
-	cmd.Wait()
+	st, _ := p.Wait()
 	if codeStr, msg, ok := strings.Cut(line, " "); ok {
 		if code, err := strconv.Atoi(codeStr); err == nil {
 			fmt.Fprintf(stderr, "atopacctd: %s\n", msg)
 			return code
 		}
 	}
-	code := cmd.ProcessState.ExitCode()
-	fmt.Fprintf(stderr, "atopacctd: daemon exited before it was ready (%s)\n", cmd.ProcessState)
+	code := st.ExitCode()
+	fmt.Fprintf(stderr, "atopacctd: daemon exited before it was ready (%s)\n", st)
 	if code <= 0 {
 		code = exitFiles
 	}
@@ -376,6 +389,7 @@ type daemon struct {
 	stats    counters
 	stopCode int    // exit code once a signal asked to stop, else -1
 	turn     uint64 // records read in this turn of the loop
+	held     bool   // this turn began with a coalescing pause
 
 	now, nextTick, nextGC, rotateRetry time.Time
 
@@ -667,19 +681,26 @@ func (d *daemon) wakeup(nfds int) error {
 	if t := d.nextGC.Sub(d.now); t < timeout {
 		timeout = t
 	}
-	// Coalescing: when the last turn found several records, a storm is on:
-	// let its exits gather for a while instead of waking for each (a lone
-	// exit is still copied at once). Each turn costs about the same whatever
-	// it copies, so under a storm the daemon's CPU falls with the pause
-	// (100,000 exits from two workers cost it 7-9 clock ticks with 10 ms,
-	// 5-6 with 25 ms, 3-4 with 50 ms); records then reach the shadow files
-	// within coalesce, far below any atop interval. time.Sleep, not a raw pause: the runtime's monitor
-	// then sleeps too, and the signal goroutine runs meanwhile.
+	// Coalescing: when the last turn found several records, a storm may be
+	// on: let its exits gather for coalesce instead of waking for each (a
+	// lone exit is still copied at once); when the pause gathered several
+	// again, the storm lasts: pause longer. Each turn costs about the same
+	// whatever it copies, so under a storm the daemon's CPU falls with the
+	// pause (100,000 exits from two workers cost it 7-9 clock ticks with
+	// 10 ms, 5-6 with 25 ms, 3-4 with 50 ms), while two exits that merely
+	// met never delay a third by more than coalesce. time.Sleep, not a raw
+	// pause: the runtime's monitor then sleeps too, and the signal goroutine
+	// runs meanwhile.
 	hold := d.turn >= 2 && nfds > 1
 	if hold {
-		time.Sleep(min(timeout, coalesce))
+		pause := coalesce
+		if d.held {
+			pause = stormCoalesce
+		}
+		time.Sleep(min(timeout, pause))
 		nfds, timeout = 1, 0 // then only a look at the signal pipe
 	}
+	d.held = hold
 	d.pfds[1].Revents = 0
 	d.timeout = unix.NsecToTimespec(int64(max(timeout, 0)))
 	if _, err := unix.Ppoll(d.pfds[:nfds], &d.timeout, nil); err != nil && err != unix.EINTR {
