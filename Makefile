@@ -4,7 +4,7 @@ export CGO_ENABLED := 0
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit bench seccomp clean
+.PHONY: all test unit faults soak fuzz bench seccomp clean
 
 all: atopacctd
 
@@ -19,6 +19,23 @@ test: atopacctd
 
 unit:
 	go test -count=1 -short ./...
+
+# The fault suite (faults_test.go, build tag faults; root; CI runs it): one
+# test per way the C daemon broke, each printing a FIGURE line.
+faults: atopacctd
+	go test -tags faults -count=1 -p 1 -timeout 15m -run '^TestFault' -v . > faults.log 2>&1; \
+		s=$$?; grep -E '^(--- |ok|FAIL)|FIGURE|_test.go' faults.log; exit $$s
+
+# The soak, not in CI: SOAK=10m by default.
+SOAK ?= 10m
+soak: atopacctd
+	SOAK=$(SOAK) go test -tags faults -count=1 -p 1 -timeout 0 -run '^TestSoak$$' -v .
+
+# Each parser fuzzed for FUZZTIME; the seed corpora run in make test.
+FUZZTIME ?= 60s
+fuzz:
+	for f in FuzzCurrent FuzzParseFormat FuzzExitFilter FuzzParseArgs; do \
+		go test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
 # The benchmark, never part of make test: needs root and strace; REF=/path/to/
 # the C atopacctd (e.g. unpacked from Debian's atop package) runs it in

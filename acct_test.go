@@ -165,3 +165,27 @@ func TestRecordFields(t *testing.T) {
 		t.Errorf("pid: got %#x, want 0x01020304", got)
 	}
 }
+
+// FuzzParseFormat: version 2 and 3 (either byte order) are accepted with
+// 64-byte records, anything else refused as errFormat; never a panic.
+func FuzzParseFormat(f *testing.F) {
+	for _, rec := range [][]byte{{0, 3}, {0, 0x83}, {0, 2}, {0, 0x82}, {0, 1}, {0, 0x13}, {}, {3}} {
+		f.Add(rec)
+	}
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		got, err := parseFormat(rec)
+		if len(rec) <= offVersion {
+			if !errors.Is(err, errFormat) {
+				t.Errorf("parseFormat(%x): %v, want errFormat", rec, err)
+			}
+			return
+		}
+		v := rec[offVersion]
+		if ok := v&^acctByteorder == 2 || v&^acctByteorder == 3; ok != (err == nil) || err != nil && !errors.Is(err, errFormat) {
+			t.Errorf("version byte %#x: %+v, %v", v, got, err)
+		}
+		if err == nil && (got.size != 64 || got.version != int(v&^acctByteorder) || (got.order == binary.BigEndian) != (v&acctByteorder != 0)) {
+			t.Errorf("version byte %#x: %+v", v, got)
+		}
+	})
+}

@@ -5,14 +5,19 @@ package main
 // short-lived processes.
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -193,21 +198,110 @@ type stormRun struct {
 // storm runs n short-lived processes.
 func storm(t *testing.T, n int) stormRun {
 	t.Helper()
+	return startStorm(t, n)(t)
+}
+
+// startStorm starts n short-lived processes in the background; the function
+// it returns waits for them (call it from the test's goroutine).
+func startStorm(t *testing.T, n int) func(*testing.T) stormRun {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "pids")
 	cmd := testCommand(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), stormEnv+"="+strconv.Itoa(n)+":"+out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("storm: %v: %s", err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
+	var msg strings.Builder
+	cmd.Stdout, cmd.Stderr = &msg, &msg
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	pids := make([]uint32, len(b)/4)
-	for i := range pids {
-		pids[i] = binary.NativeEndian.Uint32(b[4*i:])
+	return func(t *testing.T) stormRun {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("storm: %v: %s", err, msg.String())
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids := make([]uint32, len(b)/4)
+		for i := range pids {
+			pids[i] = binary.NativeEndian.Uint32(b[4*i:])
+		}
+		return stormRun{parent: pids[0], pids: pids[1:]}
 	}
-	return stormRun{parent: pids[0], pids: pids[1:]}
+}
+
+// clientEnv makes the re-executed test binary an atop-like client process
+// (TestMain) of the top directory it names: it attaches and prints
+// "attached" (or "refused: <error>" and exits 1), then answers each line
+// "PARENT N" on stdin with "read K", K being the records of the children of
+// PARENT it read (waiting up to 20 s for N); it detaches at EOF.
+const clientEnv = "ATOPACCTD_TEST_CLIENT"
+
+func clientMain(top string) {
+	c, err := attach(top)
+	if err != nil {
+		fmt.Printf("refused: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("attached")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var parent uint32
+		var n int
+		fmt.Sscanf(sc.Text(), "%d %d", &parent, &n)
+		got := 0
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if err := c.poll(); err != nil {
+				fmt.Printf("error: %v\n", err)
+				os.Exit(1)
+			}
+			got = 0
+			for _, p := range c.ppids {
+				if p == parent {
+					got++
+				}
+			}
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+		}
+		fmt.Printf("read %d\n", got)
+	}
+	os.Exit(0)
+}
+
+// clientProc is a client process started by startClient.
+type clientProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+// startClient starts a client process and returns it with its first line
+// ("attached" or "refused: ..."); it is killed at cleanup.
+func startClient(t *testing.T, top string) (*clientProc, string) {
+	t.Helper()
+	cmd := testCommand(os.Args[0], "-test.run=^$")
+	cmd.Env = append(cmd.Env, clientEnv+"="+top)
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p := &clientProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p.out.Scan()
+	return p, p.out.Text()
+}
+
+// read asks the client how many records of s it has read, waiting for all.
+func (p *clientProc) read(s stormRun) int {
+	fmt.Fprintf(p.in, "%d %d\n", s.parent, len(s.pids))
+	p.out.Scan()
+	var n int
+	fmt.Sscanf(p.out.Text(), "read %d", &n)
+	return n
 }
 
 var errNotFound = errors.New("not found")
@@ -230,4 +324,16 @@ func (c *client) check(s stormRun) error {
 		return fmt.Errorf("%d of %d storm records read: %w", next, len(s.pids), errNotFound)
 	}
 	return nil
+}
+
+// acctEnv makes the re-executed test binary call acct(2) on the file it
+// names, as accton(8) does, and exit.
+const acctEnv = "ATOPACCTD_TEST_ACCT"
+
+func acctMain(path string) {
+	if err := unix.Acct(path); err != nil {
+		fmt.Fprintln(os.Stderr, "acct:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }

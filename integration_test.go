@@ -30,6 +30,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(stormEnv); spec != "" {
 		stormMain(spec)
 	}
+	if path := os.Getenv(acctEnv); path != "" {
+		acctMain(path)
+	}
+	if top := os.Getenv(clientEnv); top != "" {
+		clientMain(top)
+	}
 	if spec := os.Getenv(probeSandboxEnv); spec != "" {
 		probeSandbox(spec)
 	}
@@ -330,26 +336,15 @@ func TestIntegrationClientlessReset(t *testing.T) {
 	})
 }
 
-func TestIntegrationRestartAfterKill(t *testing.T) {
-	bin := integration(t)
-	top := newTop(t)
-	d := startDaemon(t, bin, top, "--records", "100")
-	c := attached(t, top)
-	follow(t, c, storm(t, 250))
-	d.stop(t, unix.SIGKILL) // accounting stays on into the old source file
-	startDaemon(t, bin, top, "--records", "100")
-	names, _ := readNames(mustOpen(t, top))
-	slices.Sort(names)
-	if want := []string{shadowDir, sourceName, sourceNext}; !slices.Equal(names, want) {
-		t.Errorf("top directory after the restart holds %v, want %v", names, want)
+// mkdirAs makes base/name with exactly this mode and owner.
+func mkdirAs(t *testing.T, base, name string, mode os.FileMode, uid int) string {
+	p := filepath.Join(base, name)
+	if err := os.Mkdir(p, mode); err != nil {
+		t.Fatal(err)
 	}
-	// The client's file was unlinked (link count 0): at its next read the
-	// client re-attaches to the new daemon, and from then on loses nothing.
-	if err := c.poll(); err != nil || c.attaches != 2 {
-		t.Fatalf("client after the restart: %v, %d attaches; want 2", err, c.attaches)
-	}
-	c.pids, c.ppids = nil, nil
-	follow(t, c, storm(t, 300))
+	os.Chmod(p, mode)
+	os.Chown(p, uid, 0)
+	return p
 }
 
 func mustOpen(t *testing.T, dir string) int {
@@ -361,38 +356,11 @@ func mustOpen(t *testing.T, dir string) int {
 	return fd
 }
 
-func TestIntegrationPollingWithoutNetlink(t *testing.T) {
-	bin := integration(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("no unshare(1)")
-	}
-	top := newTop(t)
-	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
-	// In a new network namespace the proc connector refuses the subscription.
-	d.start(t, exec.Command("unshare", "-n", bin, "--pidfile", d.pidfile, "--poll", "200ms", top))
-	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: polling\n") {
-		t.Errorf("status in a new network namespace:\n%s", st)
-	}
-	c := attached(t, top)
-	follow(t, c, storm(t, 2000))
-}
-
 func TestIntegrationExitCodes(t *testing.T) {
 	bin := integration(t)
 	base := newTop(t)
-	mk := func(name string, mode os.FileMode, uid int) string {
-		p := filepath.Join(base, name)
-		os.Mkdir(p, mode)
-		os.Chmod(p, mode)
-		os.Chown(p, uid, 0)
-		return p
-	}
-	good := mk("good", 0o755, 0)
-	file := filepath.Join(base, "file")
-	os.WriteFile(file, nil, 0o644)
-	link := filepath.Join(base, "link")
-	os.Symlink(good, link)
-	ro := mk("ro", 0o755, 0)
+	good := mkdirAs(t, base, "good", 0o755, 0)
+	ro := mkdirAs(t, base, "ro", 0o755, 0)
 	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, "mode=0755"); err == nil {
 		t.Cleanup(func() { unix.Unmount(ro, 0) })
 	} else {
@@ -415,11 +383,6 @@ func TestIntegrationExitCodes(t *testing.T) {
 		{"bad duration", []string{"--poll", "fast", good}, nil, nil, 1, "--poll"},
 		{"not root", []string{good}, nobody, nil, 1, "must run as root"},
 		{"status, none running", []string{"-s", good}, nobody, nil, 1, ""},
-		{"missing directory", []string{filepath.Join(base, "missing")}, nil, nil, 2, "no such file"},
-		{"a file", []string{file}, nil, nil, 2, "not a directory"},
-		{"a symlink", []string{link}, nil, nil, 2, "symbolic link"},
-		{"group-writable", []string{mk("gw", 0o775, 0)}, nil, nil, 2, "writable by group or others"},
-		{"not root's", []string{mk("nobodys", 0o755, 65534)}, nil, nil, 2, "owned by uid 65534"},
 		{"read-only file system", []string{"-f", "--pidfile", "", ro}, nil, nil, 5, "pacct_source"},
 		{"accounting refused (user namespace)", []string{"-f", "--pidfile", "", good}, nil, []string{"unshare", "-U", "-r"}, 6, "acct: operation not permitted"},
 		{"accounting refused, daemonizing", []string{"--pidfile", "", good}, nil, []string{"unshare", "-U", "-r"}, 6, "acct: operation not permitted"},
@@ -461,7 +424,7 @@ func TestIntegrationExitCodes(t *testing.T) {
 
 // startForeground runs the daemon with -f and waits for READY=1 on a
 // notify socket, as systemd's Type=notify does.
-func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, *strings.Builder) {
+func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -471,7 +434,7 @@ func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, 
 	defer conn.Close()
 	cmd := exec.Command(bin, append(append([]string{"-f"}, args...), top)...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	stderr := &strings.Builder{}
+	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -484,6 +447,24 @@ func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, 
 		t.Fatalf("notify socket: %q, %v; stderr: %s", buf[:n], err, stderr)
 	}
 	return cmd, stderr
+}
+
+// syncBuffer is the daemon's stderr, read while the daemon writes it.
+type syncBuffer struct {
+	sync.Mutex
+	b strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.Lock()
+	defer s.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.Lock()
+	defer s.Unlock()
+	return s.b.String()
 }
 
 func TestIntegrationShutdown(t *testing.T) {

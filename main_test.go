@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,8 @@ func TestParseArgs(t *testing.T) {
 		{"unknown", []string{"--bogus"}, def, "--bogus: unknown option"},
 		{"unknown short", []string{"-x"}, def, "-x: unknown option"},
 		{"two tops", []string{"/a", "/b"}, def, "/b: only one top directory"},
+		{"empty top", []string{""}, def, `"": an empty top directory`},
+		{"control characters", []string{"--bad\nname"}, def, `"--bad\nname": unknown option`},
 		{"records 0", []string{"--records", "0"}, def, `--records: "0" is not a positive integer`},
 		{"records word", []string{"--records=many"}, def, `--records: "many"`},
 		{"source-max negative", []string{"--source-max", "-5"}, def, "--source-max:"},
@@ -79,4 +82,34 @@ func TestRunUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseArgs: arguments separated by NUL. Whatever they are, an error is
+// one line naming an argument, and what is accepted is usable.
+func FuzzParseArgs(f *testing.F) {
+	for _, s := range []string{"", "/run", "-v", "--records\x001000\x00/top", "--poll=0s", "--reclaim\x000",
+		"-f\x00--pidfile\x00\x00/x", "--\x00-odd", "/a\x00/b", "--bogus\nx", "\x00", "--records=\t"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var args []string
+		if s != "" {
+			args = strings.Split(s, "\x00")
+		}
+		o, err := parseArgs(args)
+		if err != nil {
+			msg := err.Error()
+			named := slices.ContainsFunc(args, func(a string) bool {
+				name, _, _ := strings.Cut(a, "=")
+				return strings.HasPrefix(msg, shown(name)+":") || strings.HasPrefix(msg, shown(a)+":")
+			})
+			if strings.ContainsAny(msg, "\n\r") || !named {
+				t.Errorf("parseArgs(%q): error %q is not one line naming an argument", args, msg)
+			}
+			return
+		}
+		if o.records <= 0 || o.sourceMax <= 0 || o.gcInterval <= 0 || o.poll <= 0 || o.reclaim < 0 || o.top == "" {
+			t.Errorf("parseArgs(%q) accepted %+v", args, o)
+		}
+	})
 }

@@ -1,0 +1,652 @@
+//go:build faults
+
+package main
+
+// The fault suite (make faults): each TestFault… is one way the C atopacctd
+// once broke for real users, run against the built daemon, the real kernel
+// and real clients. Each logs one "FIGURE" line; make faults prints them.
+// Like the integration tests they run one at a time and end with accounting
+// off and no daemon left (integration() and the daemons' cleanups).
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func figure(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Logf("FIGURE %s: %s", t.Name(), fmt.Sprintf(format, args...))
+}
+
+// topNames lists the top directory, sorted.
+func topNames(t *testing.T, top string) []string {
+	names, err := readNames(mustOpen(t, top))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
+var wantTop = []string{shadowDir, sourceName, sourceNext}
+
+// 1. kill -9 mid-storm, then start again.
+func TestFaultKill9Restart(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	d := startDaemon(t, bin, top, "--records", "1000", "--gc-interval", "1s")
+	c := attached(t, top)
+	wait := startStorm(t, 20000)
+	waitFor(t, 10*time.Second, "the client to read 2000 records", func() bool { c.poll(); return len(c.pids) >= 2000 })
+	d.stop(t, unix.SIGKILL) // accounting stays on into the old source file
+	killed := time.Now()
+	startDaemon(t, bin, top, "--records", "1000", "--gc-interval", "1s")
+	restart := time.Since(killed)
+	wait(t)
+	// Its file unlinked (link count 0), the client re-attaches to the new
+	// daemon; from then on it loses nothing.
+	c.pids, c.ppids = nil, nil
+	if err := c.poll(); err != nil || c.attaches != 2 {
+		t.Fatalf("client after the restart: %v, %d attaches; want 2", err, c.attaches)
+	}
+	after := storm(t, 5000)
+	follow(t, c, after)
+	time.Sleep(1500 * time.Millisecond) // one GC interval
+	if names := topNames(t, top); !slices.Equal(names, wantTop) {
+		t.Errorf("top directory after one GC interval holds %v, want %v", names, wantTop)
+	}
+	figure(t, "restarted (exit 0, ready) %s after SIGKILL; 0 of %d records lost after the restart; client attached %d times; top after 1 GC interval: %v",
+		restart.Round(time.Millisecond), len(after.pids), c.attaches, wantTop)
+}
+
+// 2. The last client is SIGKILLed: SEM_UNDO gives its count back and the
+// next wakeup resets to the client-less state.
+func TestFaultLastClientKilled(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "10")
+	p, line := startClient(t, top)
+	if line != "attached" {
+		t.Fatalf("client: %q", line)
+	}
+	s := storm(t, 50)
+	if n := p.read(s); n != 50 {
+		t.Fatalf("client read %d of 50 records", n)
+	}
+	if n, _ := publicClients(); n != 1 {
+		t.Fatalf("%d clients registered, want 1", n)
+	}
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	killed := time.Now()
+	if n, _ := publicClients(); n != 0 {
+		t.Fatalf("%d clients registered after SIGKILL: SEM_UNDO did not give the count back", n)
+	}
+	storm(t, 1) // the next wakeup
+	dir := filepath.Join(top, shadowDir)
+	waitFor(t, 5*time.Second, "the client-less reset", func() bool {
+		files := shadowFiles(t, top)
+		cur, _ := os.ReadFile(filepath.Join(dir, currentName))
+		return len(files) == 1 && has(files, 0) && files[0] == 0 && string(cur) == "0/10"
+	})
+	figure(t, "client count back to 0 at once (SEM_UNDO); reset to an empty 0000000000.paf and current 0/10 %s after the kill",
+		time.Since(killed).Round(time.Millisecond))
+}
+
+// exitsUntil runs a few exits every 100 ms until cond holds.
+func exitsUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		storm(t, 3)
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// takeAccounting switches process accounting to a file of another program.
+func takeAccounting(t *testing.T) string {
+	t.Helper()
+	other := filepath.Join(t.TempDir(), "pacct")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := testCommand(os.Args[0], "-test.run=^$")
+	cmd.Env = append(cmd.Env, acctEnv+"="+other)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("accton: %v: %s", err, out)
+	}
+	return other
+}
+
+func size(name string) int64 {
+	st, err := os.Stat(name)
+	if err != nil {
+		return -1
+	}
+	return st.Size()
+}
+
+func statusSays(t *testing.T, bin, top, line string) func() bool {
+	return func() bool { return strings.Contains(statusOf(t, bin, top), line+"\n") }
+}
+
+// 3. Accounting taken by another program: reported as lost once, taken back
+// after --reclaim, and with --reclaim 0 left to the other program, even at
+// shutdown.
+func TestFaultAccountingTaken(t *testing.T) {
+	bin := integration(t)
+	t.Run("reclaim", func(t *testing.T) {
+		top := newTop(t)
+		_, log := startForeground(t, bin, top, "--pidfile", "", "--reclaim", "5s")
+		c := attached(t, top)
+		other := takeAccounting(t)
+		taken := time.Now()
+		detect := exitsUntil(t, 10*time.Second, "accounting: lost", statusSays(t, bin, top, "accounting: lost"))
+		if size(other) == 0 {
+			t.Error("the other program's file got no records")
+		}
+		exitsUntil(t, 15*time.Second, "the daemon to take accounting back", func() bool {
+			return strings.Contains(log.String(), "took process accounting back")
+		})
+		reclaim := time.Since(taken)
+		s := storm(t, 100)
+		follow(t, c, s)
+		if n := strings.Count(log.String(), "another program has taken process accounting"); n != 1 {
+			t.Errorf("logged the loss %d times, want once:\n%s", n, log)
+		}
+		figure(t, "lost reported %s after the other acct(2), logged once; taken back %s after it (--reclaim 5s); 0 of %d records lost after",
+			detect.Round(100*time.Millisecond), reclaim.Round(100*time.Millisecond), len(s.pids))
+	})
+	t.Run("never", func(t *testing.T) {
+		top := newTop(t)
+		cmd, log := startForeground(t, bin, top, "--pidfile", "", "--reclaim", "0")
+		other := takeAccounting(t)
+		exitsUntil(t, 10*time.Second, "accounting: lost", statusSays(t, bin, top, "accounting: lost"))
+		time.Sleep(2 * time.Second)
+		cmd.Process.Signal(unix.SIGTERM)
+		cmd.Wait()
+		before := size(other)
+		storm(t, 10)
+		if strings.Contains(log.String(), "took process accounting back") {
+			t.Errorf("took accounting back with --reclaim 0:\n%s", log)
+		}
+		if size(other) <= before {
+			t.Errorf("the other program's accounting stopped when the daemon did (%d -> %d bytes)", before, size(other))
+		}
+		figure(t, "--reclaim 0: never taken back; after SIGTERM the other program still accounts (%d -> %d bytes)", before, size(other))
+	})
+}
+
+// smallFS mounts a tmpfs of the given size on a new top directory.
+func smallFS(t *testing.T, size string) string {
+	t.Helper()
+	top := newTop(t)
+	if err := unix.Mount("tmpfs", top, "tmpfs", 0, "size="+size+",mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(top, unix.MNT_DETACH) })
+	return top
+}
+
+// fill leaves about freePermille ‰ of the file system free, with one file.
+func fill(t *testing.T, top string, freePermille uint64) string {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(top, &st); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(top, "filler")
+	want := st.Blocks * freePermille / 1000
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if st.Bavail > want {
+		f.Write(make([]byte, (st.Bavail-want)*uint64(st.Bsize))) // up to ENOSPC
+	}
+	return filler
+}
+
+// acctParams sets /proc/sys/kernel/acct for the test (the kernel checks the
+// free space every 30 s by default) and restores it.
+func acctParams(t *testing.T, v string) {
+	const name = "/proc/sys/kernel/acct"
+	old, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, []byte(v), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(name, old, 0o644) })
+}
+
+// 4. The kernel suspended accounting (free space below its low-water mark):
+// reported as suspended, not lost, and resumed without reclaiming.
+func TestFaultSuspended(t *testing.T) {
+	bin := integration(t)
+	acctParams(t, "4 2 1") // resume at 4 %, suspend at 2 %, look every second
+	top := smallFS(t, "4m")
+	_, log := startForeground(t, bin, top, "--pidfile", "", "--source-max", "65536", "--records", "1000", "--reclaim", "1s")
+	c := attached(t, top)
+	filler := fill(t, top, 0)
+	suspend := exitsUntil(t, 15*time.Second, "accounting: suspended", statusSays(t, bin, top, "accounting: suspended"))
+	os.Remove(filler)
+	freed := time.Now()
+	exitsUntil(t, 15*time.Second, "accounting: on", statusSays(t, bin, top, "accounting: on"))
+	exitsUntil(t, 15*time.Second, "records again", func() bool { return strings.Contains(log.String(), "records arrive again") })
+	resume := time.Since(freed)
+	s := storm(t, 200)
+	c.pids, c.ppids = nil, nil
+	follow(t, c, s)
+	for _, bad := range []string{"took process accounting back", "another program"} {
+		if strings.Contains(log.String(), bad) {
+			t.Errorf("log says %q while the kernel had suspended accounting:\n%s", bad, log)
+		}
+	}
+	figure(t, "suspended reported %s after the file system filled (kernel checks every 1 s); records again %s after space returned, not reclaimed; 0 of %d lost after",
+		suspend.Round(100*time.Millisecond), resume.Round(100*time.Millisecond), len(s.pids))
+}
+
+// 5. No proc connector (a new network namespace): polls, loses nothing.
+func TestFaultNoProcConnector(t *testing.T) {
+	bin := integration(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Fatal("no unshare(1): apt-get install util-linux")
+	}
+	top := newTop(t)
+	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
+	// In a new network namespace the proc connector refuses the subscription.
+	d.start(t, exec.Command("unshare", "-n", bin, "--pidfile", d.pidfile, "--poll", "200ms", top))
+	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: polling\n") {
+		t.Errorf("status in a new network namespace:\n%s", st)
+	}
+	c := attached(t, top)
+	s := storm(t, 2000)
+	follow(t, c, s)
+	figure(t, "polling every 200ms; 0 of %d records lost", len(s.pids))
+}
+
+var skippedRe = regexp.MustCompile(`records skipped \(disk full\): (\d+)`)
+
+// 6. Nearly full file system: skips with one line, resumes when space
+// returns; the count is in the log and the status.
+func TestFaultDiskFull(t *testing.T) {
+	bin := integration(t)
+	top := smallFS(t, "8m")
+	_, log := startForeground(t, bin, top, "--pidfile", "", "--source-max", "65536", "--records", "1000")
+	c := attached(t, top)
+	filler := fill(t, top, 45) // 4.5 % free: the kernel writes on, the daemon skips
+	time.Sleep(1500 * time.Millisecond)
+	storm(t, 500)
+	var skipped int
+	waitFor(t, 5*time.Second, "skipped records in the status", func() bool {
+		m := skippedRe.FindStringSubmatch(statusOf(t, bin, top))
+		skipped = atoi(m[1])
+		return skipped > 0
+	})
+	os.Remove(filler)
+	freed := time.Now()
+	waitFor(t, 5*time.Second, "copying to resume", func() bool { return strings.Contains(log.String(), "copying resumed") })
+	resume := time.Since(freed)
+	s := storm(t, 500)
+	c.pids, c.ppids = nil, nil
+	follow(t, c, s)
+	if n := strings.Count(log.String(), "skipping records"); n != 1 {
+		t.Errorf("%d 'skipping' lines, want 1:\n%s", n, log)
+	}
+	m := skippedRe.FindStringSubmatch(statusOf(t, bin, top))
+	if skipped = atoi(m[1]); !strings.Contains(log.String(), fmt.Sprintf("%d records skipped", skipped)) {
+		t.Errorf("the log does not give the %d skipped records of the status:\n%s", skipped, log)
+	}
+	figure(t, "%d records skipped at 4.5 %% free (one log line; in -s and the resume line); copying again %s after space returned; 0 of %d lost after",
+		skipped, resume.Round(100*time.Millisecond), len(s.pids))
+}
+
+// 7. Files removed under the daemon: it logs, recreates what is needed and
+// keeps copying; the client re-attaches.
+func TestFaultFilesRemoved(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	cmd, log := startForeground(t, bin, top, "--pidfile", "", "--records", "100", "--source-max", "4096")
+	c := attached(t, top)
+	follow(t, c, storm(t, 250))
+	dir := filepath.Join(top, shadowDir)
+	var figures []string
+	for _, tt := range []struct {
+		name, logged string
+		remove       func()
+	}{
+		{"current", "current was removed", func() { os.Remove(filepath.Join(dir, currentName)) }},
+		{"newest shadow file", ".paf was removed: recreated", func() {
+			cur, _ := os.ReadFile(filepath.Join(dir, currentName))
+			seq, _, _ := parseCurrent(cur)
+			os.Remove(filepath.Join(dir, fmt.Sprintf("%010d.paf", seq)))
+		}},
+		{"pacct_shadow.d", "pacct_shadow.d was removed", func() { os.RemoveAll(dir) }},
+		{"source files", "a source file was removed", func() {
+			os.Remove(filepath.Join(top, sourceName))
+			os.Remove(filepath.Join(top, sourceNext))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := strings.Count(log.String(), tt.logged)
+			tt.remove()
+			removed := time.Now()
+			// A source file's name is only missed at the next rotation.
+			exitsUntil(t, 5*time.Second, "the daemon to log "+tt.logged, func() bool { return strings.Count(log.String(), tt.logged) > before })
+			back := time.Since(removed)
+			if err := c.poll(); err != nil { // re-attaches, as atop at its next sample
+				t.Fatal(err)
+			}
+			s := storm(t, 300) // several shadow files and source rotations
+			c.pids, c.ppids = nil, nil
+			follow(t, c, s)
+			if cmd.ProcessState != nil {
+				t.Fatalf("the daemon stopped: %s", log)
+			}
+			figures = append(figures, fmt.Sprintf("%s: logged and repaired within %s, 0 of %d lost after", tt.name, back.Round(100*time.Millisecond), len(s.pids)))
+		})
+	}
+	if t.Failed() {
+		t.Logf("daemon log:\n%s", log)
+	}
+	figure(t, "%s; client attached %d times", strings.Join(figures, "; "), c.attaches)
+}
+
+// 8. 100 clients attached, then a 101st: refused by the semaphore, and the
+// daemon and the 100 unaffected.
+func TestFaultClientLimit(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "1000")
+	var clients []*clientProc
+	for i := 0; i < 100; i++ {
+		p, line := startClient(t, top)
+		if line != "attached" {
+			t.Fatalf("client %d: %q", i+1, line)
+		}
+		clients = append(clients, p)
+	}
+	_, line := startClient(t, top)
+	if !strings.Contains(line, "refused") || !strings.Contains(line, unix.EAGAIN.Error()) {
+		t.Errorf("client 101: %q, want refused with EAGAIN", line)
+	}
+	if n, _ := publicClients(); n != 100 {
+		t.Errorf("%d clients registered, want 100", n)
+	}
+	s := storm(t, 2000)
+	lost := 0
+	for _, p := range clients {
+		lost += len(s.pids) - p.read(s)
+	}
+	if lost != 0 {
+		t.Errorf("the 100 clients lost %d records in all", lost)
+	}
+	figure(t, "100 attached; the 101st refused (%s); %d records lost over 100 clients × %d", line, lost, len(s.pids))
+}
+
+// 9. syslog unavailable: none at all, or a reader that never reads. The loop
+// never blocks; lines are dropped and counted.
+func TestFaultSyslog(t *testing.T) {
+	bin := integration(t)
+	if _, err := os.Stat("/dev/log"); err == nil {
+		t.Log("this host has /dev/log: only the never-reading syslog is tested")
+	}
+	// A private /dev with /dev/log bound to a socket nobody reads.
+	work := t.TempDir()
+	sock := filepath.Join(work, "log")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
+		t.Fatal(err)
+	}
+	top := newTop(t)
+	d := &daemonProc{top: top, pidfile: filepath.Join(work, "pid")}
+	script := fmt.Sprintf(`set -e
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /dev
+mknod -m 666 /dev/null c 1 3
+touch /dev/log
+mount --bind %s /dev/log
+exec %s --pidfile %s %s`, sock, bin, d.pidfile, top)
+	d.start(t, exec.Command("unshare", "-m", "sh", "-c", script))
+	c := attached(t, top)
+	const signals = 2000 // each logs a line
+	start := time.Now()
+	for i := 0; i < signals; i++ {
+		unix.Kill(d.pid, unix.SIGUSR1)
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond) // let the daemon read its signal pipe
+		}
+	}
+	s := storm(t, 1000)
+	follow(t, c, s)
+	took := time.Since(start)
+	var dropped int
+	waitFor(t, 5*time.Second, "dropped lines in the status", func() bool {
+		m := regexp.MustCompile(`log lines dropped: (\d+)`).FindStringSubmatch(statusOf(t, bin, top))
+		dropped = atoi(m[1])
+		return dropped > 0
+	})
+	figure(t, "%d SIGUSR1 lines to a syslog that never reads: %d dropped and counted; 0 of %d records lost, all read %s after the first signal",
+		signals, dropped, len(s.pids), took.Round(time.Millisecond))
+}
+
+// 10. SIGTERM during a storm: out within 1 s, accounting off, all removed.
+func TestFaultSigtermStorm(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	cmd, log := startForeground(t, bin, top, "--pidfile", "")
+	c := attached(t, top)
+	src, err := os.Open(filepath.Join(top, sourceName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	wait := startStorm(t, 20000)
+	waitFor(t, 10*time.Second, "the storm to be on", func() bool { c.poll(); return len(c.pids) >= 2000 })
+	sent := time.Now()
+	cmd.Process.Signal(unix.SIGTERM)
+	err = cmd.Wait()
+	took := time.Since(sent)
+	if code := cmd.ProcessState.ExitCode(); code != 0 || took > time.Second {
+		t.Errorf("exit %d (%v) %s after SIGTERM, want 0 within 1s; log:\n%s", code, err, took, log)
+	}
+	if names := topNames(t, top); len(names) != 0 {
+		t.Errorf("top directory holds %v after SIGTERM", names)
+	}
+	before, _ := src.Seek(0, 2)
+	wait(t)
+	if after, _ := src.Seek(0, 2); after != before {
+		t.Errorf("the source grew from %d to %d bytes after SIGTERM: accounting still on", before, after)
+	}
+	figure(t, "exited 0 %s after SIGTERM mid-storm; top directory empty; accounting off", took.Round(time.Millisecond))
+}
+
+// 11. Bad top directories: each refused with exit 2 and a line naming it.
+func TestFaultBadTop(t *testing.T) {
+	bin := integration(t)
+	base := newTop(t)
+	mk := func(name string, mode os.FileMode, uid int) string { return mkdirAs(t, base, name, mode, uid) }
+	good := mk("good", 0o755, 0)
+	file := filepath.Join(base, "file")
+	os.WriteFile(file, nil, 0o644)
+	link := filepath.Join(base, "link")
+	os.Symlink(good, link)
+	long := "/" + strings.Repeat("d/", unix.PathMax/2+1)
+	refused := 0
+	for _, tt := range []struct{ name, top, stderr string }{
+		{"missing", filepath.Join(base, "missing"), "no such file"},
+		{"a file", file, "not a directory"},
+		{"a symlink", link, "symbolic link"},
+		{"group-writable", mk("gw", 0o775, 0), "writable by group or others"},
+		{"world-writable", mk("ww", 0o757, 0), "writable by group or others"},
+		{"sticky and world-writable", mk("tmp", 0o1777, 0), "writable by group or others"},
+		{"another user's", mk("nobodys", 0o755, 65534), "owned by uid 65534"},
+		{"longer than PATH_MAX", long, "file name too long"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := exec.Command(bin, "-f", "--pidfile", "", tt.top)
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			line := strings.TrimSpace(stderr.String())
+			if !errors.As(err, &ee) || ee.ExitCode() != exitTop || !strings.Contains(line, tt.stderr) || strings.Contains(line, "\n") {
+				t.Errorf("%v, stderr %q; want exit 2 and one line with %q", err, line, tt.stderr)
+			}
+			refused++
+		})
+	}
+	// Swapped for a symlink between the check and the use: the daemon opens
+	// the top directory once (O_NOFOLLOW) and does everything relative to
+	// that descriptor, so a swap either makes it refuse the symlink or
+	// leaves it in the real directory; the symlink's target is never written.
+	victim := mk("victim", 0o755, 0)
+	racy := mk("racy", 0o755, 0)
+	swap := filepath.Join(base, "swap")
+	os.Symlink(victim, swap)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				unix.Renameat2(unix.AT_FDCWD, racy, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE)
+			}
+		}
+	}()
+	starts, refusals := 0, 0
+	for i := 0; i < 20; i++ {
+		d := &daemonProc{top: racy, pidfile: filepath.Join(t.TempDir(), "pid")}
+		out, err := exec.Command(bin, "--pidfile", d.pidfile, racy).CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			starts++
+			b, _ := os.ReadFile(d.pidfile)
+			d.pid = atoi(strings.TrimSpace(string(b)))
+			d.stop(t, unix.SIGTERM)
+		case errors.As(err, &ee) && ee.ExitCode() == exitTop:
+			refusals++
+		default:
+			t.Errorf("start %d: %v: %s", i, err, out)
+		}
+	}
+	close(stop)
+	<-done
+	if names, _ := os.ReadDir(victim); len(names) != 0 {
+		t.Errorf("the symlink's target was written: %v", names)
+	}
+	figure(t, "%d bad top directories refused with exit 2 and one line; swapped for a symlink in a loop: %d starts in the real directory, %d refused, 0 files in the symlink's target",
+		refused, starts, refusals)
+}
+
+// procFigures reads the RSS and open descriptors of a process from /proc.
+func procFigures(pid int) (rssKB, fds int) {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if m := regexp.MustCompile(`VmRSS:\s+(\d+)`).FindSubmatch(b); m != nil {
+		rssKB = atoi(string(m[1]))
+	}
+	ents, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	return rssKB, len(ents)
+}
+
+// TestSoak (make soak, not in CI; SOAK=10m by default): storms of 5,000
+// exits back to back from one worker (about half of what the two cores can
+// spawn) while up to 3 client processes come and go at random between
+// storms. Every client attached for a whole storm must read every record of
+// it; the daemon's RSS, open descriptors and goroutines must stay flat
+// (printed every minute).
+func TestSoak(t *testing.T) {
+	bin := integration(t)
+	length := 10 * time.Minute
+	if s := os.Getenv("SOAK"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("SOAK=%q: %v", s, err)
+		}
+		length = d
+	}
+	top := newTop(t)
+	d := startDaemon(t, bin, top, "--gc-interval", "10s")
+	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	var clients []*clientProc
+	type sample struct{ rssKB, fds, goroutines int }
+	take := func() sample {
+		rss, fds := procFigures(d.pid)
+		m := regexp.MustCompile(`goroutines: (\d+)`).FindStringSubmatch(statusOf(t, bin, top))
+		return sample{rss, fds, atoi(m[1])}
+	}
+	var base sample // after 10 storms: buffers, threads and files in place
+	start := time.Now()
+	nextPrint := start
+	storms, records, checked, lost, attaches := 0, 0, 0, 0, 0
+	for time.Since(start) < length {
+		if time.Now().After(nextPrint) {
+			s := take()
+			t.Logf("%3.0f min: RSS %d kB, fds %d, goroutines %d; %d storms, %d records, %d client-storms checked, %d lost, %d attaches",
+				time.Since(start).Minutes(), s.rssKB, s.fds, s.goroutines, storms, records, checked, lost, attaches)
+			nextPrint = nextPrint.Add(time.Minute)
+		}
+		// Clients come and go between storms.
+		if len(clients) > 0 && rng.IntN(3) == 0 {
+			i := rng.IntN(len(clients))
+			clients[i].in.Close()
+			clients[i].cmd.Wait()
+			clients = slices.Delete(clients, i, i+1)
+		}
+		if len(clients) < 3 && rng.IntN(2) == 0 {
+			p, line := startClient(t, top)
+			if line != "attached" {
+				t.Fatalf("client: %q", line)
+			}
+			clients = append(clients, p)
+			attaches++
+		}
+		s := storm(t, 5000)
+		if storms++; storms == 10 {
+			base = take()
+		}
+		records += len(s.pids)
+		for _, p := range clients {
+			lost += len(s.pids) - p.read(s)
+			checked++
+		}
+		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
+	}
+	end, first := take(), base
+	if lost != 0 {
+		t.Errorf("%d records lost over %d client-storms", lost, checked)
+	}
+	if end.fds != first.fds || end.goroutines != first.goroutines || end.rssKB > first.rssKB*11/10 {
+		t.Errorf("not flat: %+v after 10 storms, %+v at the end", first, end)
+	}
+	figure(t, "%s: %d storms, %d records, %d client attaches, %d client-storms checked, %d lost; RSS %d → %d kB, fds %d → %d, goroutines %d → %d",
+		length, storms, records, attaches, checked, lost, first.rssKB, end.rssKB, first.fds, end.fds, first.goroutines, end.goroutines)
+}
