@@ -161,9 +161,10 @@ func parseArgs(args []string) (options, error) {
 	return o, nil
 }
 
-// shown quotes an argument that would not print as itself on one line.
+// shown quotes an argument that would not print as itself on one line, or
+// at all (the empty string).
 func shown(s string) string {
-	if q := strconv.Quote(s); q[1:len(q)-1] != s {
+	if q := strconv.Quote(s); q[1:len(q)-1] != s || s == "" {
 		return q
 	}
 	return s
