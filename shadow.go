@@ -5,10 +5,12 @@
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -23,6 +25,10 @@ const (
 	currentTmp  = "current.tmp"
 	pafSuffix   = ".paf"
 	seqDigits   = 10
+
+	// struct linux_dirent64 as getdents64(2) returns it
+	direntReclen = int(unsafe.Offsetof(unix.Dirent{}.Reclen))
+	direntName   = int(unsafe.Offsetof(unix.Dirent{}.Name))
 )
 
 var errDiskFull = errors.New("no space left for shadow files")
@@ -79,13 +85,18 @@ func formatName(b []byte, seq int64) []byte {
 }
 
 // parseName returns the sequence number of a shadow file name.
-func parseName(name string) (int64, bool) {
-	digits, ok := strings.CutSuffix(name, pafSuffix)
-	if !ok || len(digits) != seqDigits {
+func parseName[T string | []byte](name T) (int64, bool) {
+	if len(name) != seqDigits+len(pafSuffix) || string(name[seqDigits:]) != pafSuffix {
 		return 0, false
 	}
-	seq, err := strconv.ParseUint(digits, 10, 63)
-	return int64(seq), err == nil
+	var seq int64
+	for _, c := range []byte(name[:seqDigits]) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		seq = seq*10 + int64(c-'0')
+	}
+	return seq, true
 }
 
 // formatCurrent appends the content of "current": "<seq>/<maxrecords>".
@@ -141,15 +152,19 @@ type shadow struct {
 	oldest int64 // sequence number of the oldest file kept
 
 	repaired string // what start had to recreate, for repair to report
+	stale    bool   // a directory moved aside may be left to remove
 
-	dirName, curName, curTmp []byte
-	name                     [16]byte // "NNNNNNNNNN.paf\0"
-	content                  [48]byte // content of current
+	seqs   []int64    // list's result, reused
+	dirBuf [8192]byte // list's getdents64 buffer
+
+	dirName, curName, curTmp, dot []byte
+	name                          [16]byte // "NNNNNNNNNN.paf\0"
+	content                       [48]byte // content of current
 }
 
 func newShadow(top int, max int64) *shadow {
 	return &shadow{top: top, dir: -1, fd: -1, max: max,
-		dirName: cstr(shadowDir), curName: cstr(currentName), curTmp: cstr(currentTmp)}
+		dirName: cstr(shadowDir), curName: cstr(currentName), curTmp: cstr(currentTmp), dot: cstr(".")}
 }
 
 // create makes a fresh shadow directory with an empty first file. A directory
@@ -169,6 +184,7 @@ func (s *shadow) create() error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
 	}
+	s.stale = true
 	s.removeStale()
 	return s.open()
 }
@@ -189,6 +205,9 @@ func (s *shadow) open() error {
 // removeStale removes every directory moved aside by create, now or by an
 // earlier daemon; what cannot be removed now is retried at the next collect.
 func (s *shadow) removeStale() error {
+	if !s.stale {
+		return nil
+	}
 	names, err := readNames(s.top)
 	for _, n := range names {
 		if strings.HasPrefix(n, staleDir) {
@@ -197,6 +216,7 @@ func (s *shadow) removeStale() error {
 			}
 		}
 	}
+	s.stale = err != nil
 	return err
 }
 
@@ -334,19 +354,38 @@ func (s *shadow) reset() error {
 }
 
 // list returns the sequence numbers of the shadow files, oldest first.
+// It reads the directory into buffers kept between calls: collection runs
+// for as long as the daemon does, and garbage would only grow its memory.
 func (s *shadow) list() ([]int64, error) {
-	names, err := readNames(s.dir)
+	fd, err := openat(s.dir, s.dot, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", shadowDir, err)
+		return nil, fmt.Errorf("list %s: %w", shadowDir, os.NewSyscallError("openat", err))
 	}
-	var seqs []int64
-	for _, n := range names {
-		if seq, ok := parseName(n); ok {
-			seqs = append(seqs, seq)
+	defer unix.Close(fd)
+	s.seqs = s.seqs[:0]
+	for {
+		n, err := unix.Getdents(fd, s.dirBuf[:])
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", shadowDir, os.NewSyscallError("getdents64", err))
+		}
+		if n == 0 {
+			break
+		}
+		// struct linux_dirent64: d_ino, d_off, d_reclen (u16), d_type, d_name.
+		for off := 0; off+direntName < n; {
+			reclen := int(binary.NativeEndian.Uint16(s.dirBuf[off+direntReclen:]))
+			name := s.dirBuf[off+direntName : off+reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if seq, ok := parseName(name); ok {
+				s.seqs = append(s.seqs, seq)
+			}
+			off += reclen
 		}
 	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	return seqs, nil
+	slices.Sort(s.seqs)
+	return s.seqs, nil
 }
 
 // collect removes unused shadow files, oldest first, never the current one: a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"unicode"
 	"unsafe"
@@ -269,6 +270,27 @@ func copyStep(tb testing.TB, max int64) (*daemon, int) {
 
 // TestCopyAllocs proves that the copy step (read the source, check the
 // semaphores, write, rotate shadow files) allocates nothing.
+// TestCollectAllocs: collection runs every --gc-interval for as long as the
+// daemon does; garbage there would grow its memory until a GC, hours later.
+func TestCollectAllocs(t *testing.T) {
+	s, _ := testShadow(t, 2)
+	batch := records(4, 0) // two more files each time
+	s.write(batch)
+	s.collect() // buffers grow once
+	allocs := testing.AllocsPerRun(100, func() {
+		s.write(batch)
+		if n, err := s.collect(); n != 2 || err != nil {
+			t.Fatalf("collect removed %d files (%v), want 2", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per collection, want 0", allocs)
+	}
+	if seqs, _ := s.list(); !slices.Equal(seqs, []int64{s.seq}) {
+		t.Errorf("files left %v, want only the current one (%d)", seqs, s.seq)
+	}
+}
+
 func TestCopyAllocs(t *testing.T) {
 	d, w := copyStep(t, 100)
 	batch := records(37, 0)
