@@ -4,7 +4,7 @@ export CGO_ENABLED := 0
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit faults soak fuzz bench seccomp clean
+.PHONY: all test unit qemu faults soak fuzz bench seccomp install uninstall cross clean
 
 all: atopacctd
 
@@ -19,6 +19,14 @@ test: atopacctd
 
 unit:
 	go test -count=1 -short ./...
+
+# The unit tests on other architectures: 386 natively (the 32-bit system
+# calls), arm64 and s390x (big-endian) under qemu-user (apt-get install
+# qemu-user).
+qemu:
+	ATOPACCTD_REQUIRE_INTEGRATION= GOARCH=386 go test -count=1 -short .
+	ATOPACCTD_REQUIRE_INTEGRATION= GOARCH=arm64 go test -exec qemu-aarch64 -count=1 -short .
+	ATOPACCTD_REQUIRE_INTEGRATION= GOARCH=s390x go test -exec qemu-s390x -count=1 -short .
 
 # The fault suite (faults_test.go, build tag faults; root; CI runs it): one
 # test per way the C daemon broke, each printing a FIGURE line.
@@ -58,6 +66,30 @@ seccomp:
 	GOARCH=arm64 go test -exec qemu-aarch64 -count=1 -run '^TestSeccompFilter$$' . -update
 	GOARCH=arm go test -exec qemu-arm -count=1 -run '^TestSeccompFilter$$' . -update
 
+# Installation, as a package would: DESTDIR, PREFIX, SBINDIR, MANDIR, UNITDIR.
+# UNIT=init/notify/atopacct.service installs the Type=notify variant instead.
+PREFIX ?= /usr
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= /lib/systemd/system
+UNIT ?= init/atopacct.service
+install: atopacctd
+	install -D -m 0700 atopacctd $(DESTDIR)$(SBINDIR)/atopacctd
+	install -D -m 0644 atopacctd.8 $(DESTDIR)$(MANDIR)/man8/atopacctd.8
+	install -D -m 0644 $(UNIT) $(DESTDIR)$(UNITDIR)/atopacct.service
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/atopacctd $(DESTDIR)$(MANDIR)/man8/atopacctd.8 $(DESTDIR)$(UNITDIR)/atopacct.service
+
+# Static binaries for every architecture we ship, into dist/.
+ARCHES ?= amd64 arm64 arm 386 riscv64 ppc64le s390x
+cross:
+	mkdir -p dist
+	for a in $(ARCHES); do \
+		GOARCH=$$a GOARM=7 go build $(GOFLAGS_BUILD) -o dist/atopacctd-linux-$$a . || exit 1; done
+	file dist/atopacctd-linux-* | grep -v 'statically linked' && exit 1 || true
+	ls -l dist
+
 clean:
-	rm -f atopacctd
+	rm -rf atopacctd dist
 	go clean -testcache

@@ -336,6 +336,16 @@ func TestIntegrationClientlessReset(t *testing.T) {
 	})
 }
 
+// topNames lists the top directory, sorted.
+func topNames(t *testing.T, top string) []string {
+	names, err := readNames(mustOpen(t, top))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // mkdirAs makes base/name with exactly this mode and owner.
 func mkdirAs(t *testing.T, base, name string, mode os.FileMode, uid int) string {
 	p := filepath.Join(base, name)
@@ -512,24 +522,26 @@ func TestIntegrationShutdown(t *testing.T) {
 	}
 }
 
-// atopBinary finds Debian's atop client: $ATOP, then the PATH.
-func atopBinary(t *testing.T) string {
-	if p := os.Getenv("ATOP"); p != "" {
+// tool finds a program a test needs: $env, then the PATH. Missing, it skips
+// the test, or fails it in CI, saying where it comes from.
+func tool(t *testing.T, env, name, from string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
 		return p
 	}
-	p, err := exec.LookPath("atop")
+	p, err := exec.LookPath(name)
 	if err != nil && os.Getenv("ATOPACCTD_REQUIRE_INTEGRATION") != "" {
-		t.Fatal("no atop client: set ATOP=/path/to/atop")
+		t.Fatalf("no %s: set %s=/path/to/%s (%s)", name, env, name, from)
 	}
 	if err != nil {
-		t.Skip("no atop client: set ATOP=/path/to/atop (.ci/run unpacks Debian's atop 2.8.1)")
+		t.Skipf("no %s: set %s=/path/to/%s (%s)", name, env, name, from)
 	}
 	return p
 }
 
 func TestIntegrationAtop(t *testing.T) {
 	bin := integration(t)
-	atop := atopBinary(t)
+	atop := tool(t, "ATOP", "atop", ".ci/run unpacks Debian's atop 2.8.1")
 	top := newTop(t)
 	startDaemon(t, bin, top)
 	work := t.TempDir()
@@ -584,5 +596,111 @@ exec %[3]s -w %[4]s 1 5
 	}
 	if seen != 300 {
 		t.Errorf("atop -P PRG shows %d of the 300 exited /bin/true processes", seen)
+	}
+}
+
+// TestIntegrationDumpAcct has GNU acct's dump-acct (Debian's acct package,
+// DUMP_ACCT=/path/to/dump-acct; .ci/run unpacks it) read every shadow file of
+// a storm: the same records, in the same order, as the files hold.
+func TestIntegrationDumpAcct(t *testing.T) {
+	bin := integration(t)
+	dump := tool(t, "DUMP_ACCT", "dump-acct", "Debian's acct package; .ci/run unpacks it")
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "1000")
+	c := attached(t, top)
+	follow(t, c, storm(t, 3500))
+	files, records := 0, 0
+	for seq := range shadowFiles(t, top) {
+		name := filepath.Join(top, shadowDir, fmt.Sprintf("%010d.paf", seq))
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(dump, name).Output()
+		if err != nil {
+			t.Fatalf("dump-acct %s: %v", name, err)
+		}
+		// comm|version|utime|stime|etime|uid|gid|mem|io|pid|ppid|...
+		var pids []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.Split(line, "|"); len(f) > 10 {
+				pids = append(pids, strings.TrimSpace(f[9]))
+			}
+		}
+		var want []string
+		for i := 0; i+64 <= len(data); i += 64 {
+			f, err := parseFormat(data[i:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, strconv.Itoa(int(f.pid(data[i:i+64]))))
+		}
+		if !slices.Equal(pids, want) {
+			t.Errorf("%s: dump-acct shows %d records, the file holds %d (first pids %v, want %v)", name, len(pids), len(want), pids[:min(3, len(pids))], want[:min(3, len(want))])
+		}
+		files++
+		records += len(want)
+	}
+	if files < 4 {
+		t.Errorf("%d shadow files, want at least 4", files)
+	}
+	t.Logf("dump-acct read %d shadow files, %d records, each as the file holds it", files, records)
+}
+
+// TestIntegrationInitScript runs init/atopacct.init under busybox: its ash,
+// its start-stop-daemon and nothing else on the PATH.
+func TestIntegrationInitScript(t *testing.T) {
+	bin := integration(t)
+	bb := tool(t, "BUSYBOX", "busybox", "apt-get install busybox")
+	applets := t.TempDir()
+	if out, err := exec.Command(bb, "--install", "-s", applets).CombinedOutput(); err != nil {
+		t.Fatalf("busybox --install: %v: %s", err, out)
+	}
+	top := newTop(t)
+	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "atopacctd.pid")}
+	t.Cleanup(func() { d.stop(t, unix.SIGKILL) })
+	script, _ := filepath.Abs("init/atopacct.init")
+	run := func(action string) (string, int) {
+		cmd := exec.Command(filepath.Join(applets, "sh"), script, action)
+		cmd.Env = []string{"PATH=" + applets, "DAEMON=" + bin, "PIDFILE=" + d.pidfile, "TOPDIR=" + top}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out)), cmd.ProcessState.ExitCode()
+	}
+	for _, step := range []struct {
+		action, out string
+		code        int
+	}{
+		{"start", "", 0},
+		{"status", "atopacctd is running", 0},
+		{"start", "already running", 0},
+		{"stop", "", 0},
+		{"status", "not running", 3},
+		{"stop", "", 0},
+		{"bogus", "usage:", 2},
+	} {
+		out, code := run(step.action)
+		if code != step.code || !strings.Contains(out, step.out) {
+			t.Fatalf("%s: exit %d, %q; want %d and %q", step.action, code, out, step.code, step.out)
+		}
+		if step.action == "start" && d.pid == 0 {
+			b, _ := os.ReadFile(d.pidfile)
+			d.pid = atoi(strings.TrimSpace(string(b)))
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d.pid)); exe != bin {
+				t.Fatalf("the PID file names pid %d running %q, want %s", d.pid, exe, bin)
+			}
+		}
+		if step.action == "stop" && d.pid != 0 {
+			if running(d.pid) {
+				t.Fatalf("pid %d still runs after stop", d.pid)
+			}
+			d.pid = 0
+			if names := topNames(t, top); len(names) != 0 {
+				t.Errorf("top directory after stop holds %v", names)
+			}
+		}
 	}
 }

@@ -998,6 +998,7 @@ func (d *daemon) collect() {
 	if removed > 0 {
 		d.log.infof("removed %d unused shadow files", removed)
 	}
+	d.shed() // what rare paths paged in since: the resident set stays the loop's
 }
 
 // cleanup switches accounting off first, then removes what this daemon

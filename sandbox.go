@@ -77,6 +77,7 @@ func textRanges() [][2]uintptr {
 // fault); shed between start-up steps, the resident set holds one step's
 // code at a time and, once running, the loop's, not the argument parser's
 // and libcap's: the peak stays near what the runtime's start alone takes.
+// Each garbage collection sheds again what rarer paths paged in meanwhile.
 func (d *daemon) shed() {
 	for _, r := range d.text {
 		unix.Syscall(unix.SYS_MADVISE, r[0], r[1]-r[0], unix.MADV_DONTNEED)

@@ -56,6 +56,8 @@ func semop(id int, ops []sembuf) error {
 
 // semctl wraps semctl(2); arg is the union semun, passed as a pointer for
 // GETALL and SETALL (never SETVAL with a plain int: wrong on 64-bit big-endian).
+// The daemon uses GETVAL, GETALL, SETALL and IPC_RMID only: none passes a
+// semid_ds, so no architecture needs the IPC_64 flag.
 func semctl(id, num, cmd int, arg unsafe.Pointer) (int, error) {
 	r, _, errno := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), uintptr(arg), 0, 0)
 	if errno != 0 {
