@@ -4,7 +4,7 @@ export CGO_ENABLED := 0
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit qemu faults soak fuzz bench seccomp install uninstall cross clean
+.PHONY: all test unit qemu test386 faults soak fuzz bench seccomp install uninstall cross clean
 
 all: atopacctd
 
@@ -27,6 +27,11 @@ qemu:
 	ATOPACCTD_REQUIRE_INTEGRATION= GOARCH=386 go test -count=1 -short .
 	ATOPACCTD_REQUIRE_INTEGRATION= GOARCH=arm64 go test -exec qemu-aarch64 -count=1 -short .
 	ATOPACCTD_REQUIRE_INTEGRATION= GOARCH=s390x go test -exec qemu-s390x -count=1 -short .
+
+# The integration tests against a 386 daemon, which runs natively on amd64:
+# the 32-bit system calls, in the log-mode seccomp soak too.
+test386: atopacctd
+	ATOPACCTD_TEST_GOARCH=386 go test -count=1 -p 1 -timeout 20m -run '^TestIntegration' .
 
 # The fault suite (faults_test.go, build tag faults; root; CI runs it): one
 # test per way the C daemon broke, each printing a FIGURE line.

@@ -59,7 +59,7 @@ var built struct {
 }
 
 // daemonBinary builds the daemon once per test run and set of -ldflags, as
-// the Makefile does.
+// the Makefile does; for ATOPACCTD_TEST_GOARCH when set (make test386).
 func daemonBinary(t *testing.T, ldflags ...string) string {
 	t.Helper()
 	built.Lock()
@@ -77,7 +77,11 @@ func daemonBinary(t *testing.T, ldflags ...string) string {
 		built.dir, built.paths = dir, map[string]string{}
 	}
 	p := filepath.Join(built.dir, fmt.Sprintf("atopacctd%d", len(built.paths)))
-	out, err := testCommand("go", "build", "-trimpath", "-ldflags", key, "-o", p, ".").CombinedOutput()
+	cmd := testCommand("go", "build", "-trimpath", "-ldflags", key, "-o", p, ".")
+	if arch := os.Getenv("ATOPACCTD_TEST_GOARCH"); arch != "" {
+		cmd.Env = append(cmd.Env, "GOARCH="+arch) // e.g. 386: runs natively on amd64
+	}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v: %s", err, out)
 	}

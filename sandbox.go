@@ -281,6 +281,11 @@ var allowed = []string{
 	"acct",
 	// syslog reconnects (AF_UNIX only, below), sd_notify, leaving the netlink group.
 	"connect", "sendto",
+	// The same calls under their 32-bit names (386, arm): 64-bit offsets and
+	// sizes, 64-bit time, the thread pointer of a new 386 thread (found by
+	// the log-mode soak of a 386 daemon: make test386).
+	"futex_time64", "mmap2", "set_thread_area", "clock_gettime64", "clock_nanosleep_time64", "ppoll_time64", "recvmmsg_time64",
+	"fstat64", "fstatat64", "fstatfs64", "ftruncate64", "fcntl64", "_llseek",
 }
 
 // killed are calls that only a compromised daemon makes: the process dies at

@@ -7,64 +7,90 @@ import "golang.org/x/sys/unix"
 // seccompFilter for 386: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 73, K: 0x40000003}, // jneq #1073741827,73
+	{Code: 0x0015, Jt: 0, Jf: 99, K: 0x40000003}, // jneq #1073741827,99
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xf0},       // jeq #240,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xa2},       // jeq #162,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x10b},      // jeq #267,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x9e},       // jeq #158,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x5a},       // jeq #90,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x5b},       // jeq #91,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xdb},       // jeq #219,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x7d},       // jeq #125,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xad},       // jeq #173,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xaf},       // jeq #175,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xba},       // jeq #186,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xe0},       // jeq #224,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x10e},      // jeq #270,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x14},       // jeq #20,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x1},        // jeq #1,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xfc},       // jeq #252,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x0},        // jeq #0,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x109},      // jeq #265,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x4e},       // jeq #78,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x100},      // jeq #256,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x13f},      // jeq #319,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x1b9},      // jeq #441,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0xff},       // jeq #255,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x135},      // jeq #309,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x151},      // jeq #337,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0xb4},       // jeq #180,30
-	{Code: 0x0015, Jt: 29, Jf: 0, K: 0xb5},       // jeq #181,29
-	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x3},        // jeq #3,28
-	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x4},        // jeq #4,27
-	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x127},      // jeq #295,26
-	{Code: 0x0015, Jt: 25, Jf: 0, K: 0x6},        // jeq #6,25
-	{Code: 0x0015, Jt: 24, Jf: 0, K: 0x161},      // jeq #353,24
-	{Code: 0x0015, Jt: 23, Jf: 0, K: 0x12d},      // jeq #301,23
-	{Code: 0x0015, Jt: 22, Jf: 0, K: 0x128},      // jeq #296,22
-	{Code: 0x0015, Jt: 21, Jf: 0, K: 0x6c},       // jeq #108,21
-	{Code: 0x0015, Jt: 20, Jf: 0, K: 0x64},       // jeq #100,20
-	{Code: 0x0015, Jt: 19, Jf: 0, K: 0x5d},       // jeq #93,19
-	{Code: 0x0015, Jt: 18, Jf: 0, K: 0x37},       // jeq #55,18
-	{Code: 0x0015, Jt: 17, Jf: 0, K: 0xdc},       // jeq #220,17
-	{Code: 0x0015, Jt: 16, Jf: 0, K: 0x13},       // jeq #19,16
-	{Code: 0x0015, Jt: 15, Jf: 0, K: 0x18a},      // jeq #394,15
-	{Code: 0x0015, Jt: 14, Jf: 0, K: 0x1a4},      // jeq #420,14
-	{Code: 0x0015, Jt: 13, Jf: 0, K: 0x189},      // jeq #393,13
-	{Code: 0x0015, Jt: 12, Jf: 0, K: 0x33},       // jeq #51,12
-	{Code: 0x0015, Jt: 11, Jf: 0, K: 0x16a},      // jeq #362,11
-	{Code: 0x0015, Jt: 10, Jf: 0, K: 0x171},      // jeq #369,10
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0xf0},       // jeq #240,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xa2},       // jeq #162,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x10b},      // jeq #267,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x9e},       // jeq #158,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x5a},       // jeq #90,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x5b},       // jeq #91,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0xdb},       // jeq #219,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x7d},       // jeq #125,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0xad},       // jeq #173,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0xaf},       // jeq #175,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0xba},       // jeq #186,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0xe0},       // jeq #224,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x10e},      // jeq #270,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x14},       // jeq #20,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x1},        // jeq #1,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0xfc},       // jeq #252,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x0},        // jeq #0,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x109},      // jeq #265,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x4e},       // jeq #78,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x100},      // jeq #256,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x13f},      // jeq #319,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x1b9},      // jeq #441,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0xff},       // jeq #255,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x135},      // jeq #309,58
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x151},      // jeq #337,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0xb4},       // jeq #180,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xb5},       // jeq #181,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x3},        // jeq #3,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x4},        // jeq #4,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x127},      // jeq #295,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x6},        // jeq #6,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x161},      // jeq #353,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x12d},      // jeq #301,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x128},      // jeq #296,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x6c},       // jeq #108,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x64},       // jeq #100,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x5d},       // jeq #93,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x37},       // jeq #55,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0xdc},       // jeq #220,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x13},       // jeq #19,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x18a},      // jeq #394,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x1a4},      // jeq #420,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x189},      // jeq #393,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x33},       // jeq #51,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x16a},      // jeq #362,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x171},      // jeq #369,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x1a6},      // jeq #422,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0xc0},       // jeq #192,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0xf3},       // jeq #243,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x193},      // jeq #403,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x197},      // jeq #407,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x19e},      // jeq #414,30
+	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x1a1},      // jeq #417,29
+	{Code: 0x0015, Jt: 28, Jf: 0, K: 0xc5},       // jeq #197,28
+	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x12c},      // jeq #300,27
+	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x10d},      // jeq #269,26
+	{Code: 0x0015, Jt: 25, Jf: 0, K: 0xc2},       // jeq #194,25
+	{Code: 0x0015, Jt: 24, Jf: 0, K: 0xdd},       // jeq #221,24
+	{Code: 0x0015, Jt: 23, Jf: 0, K: 0x8c},       // jeq #140,23
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x78},        // jneq #120,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},        // ld [20]
-	{Code: 0x0045, Jt: 7, Jf: 0, K: 0x0},         // jset #0,7
+	{Code: 0x0045, Jt: 20, Jf: 0, K: 0x0},        // jset #0,20
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},        // ld [16]
-	{Code: 0x0045, Jt: 5, Jf: 0, K: 0x10000},     // jset #65536,5
-	{Code: 0x0015, Jt: 0, Jf: 5, K: 0x167},       // jneq #359,5
+	{Code: 0x0045, Jt: 18, Jf: 0, K: 0x10000},    // jset #65536,18
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x167},       // jneq #359,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},        // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},         // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},        // ld [16]
+	{Code: 0x0015, Jt: 13, Jf: 0, K: 0x1},        // jeq #1,13
+	{Code: 0x0015, Jt: 0, Jf: 13, K: 0x66},       // jneq #102,13
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},        // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},         // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},        // ld [16]
+	{Code: 0x0015, Jt: 8, Jf: 0, K: 0x1},         // jeq #1,8
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},        // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},         // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},        // ld [16]
+	{Code: 0x0015, Jt: 4, Jf: 0, K: 0x3},         // jeq #3,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},        // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 3, K: 0x0},         // jneq #0,3
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},        // ld [16]
-	{Code: 0x0015, Jt: 0, Jf: 1, K: 0x1},         // jneq #1,1
+	{Code: 0x0015, Jt: 0, Jf: 1, K: 0xb},         // jneq #11,1
 	{Code: 0x0006, Jt: 0, Jf: 0, K: 0x7fff0000},  // ret #2147418112
 	{Code: 0x0015, Jt: 13, Jf: 0, K: 0xb},        // jeq #11,13
 	{Code: 0x0015, Jt: 12, Jf: 0, K: 0x166},      // jeq #358,12

@@ -7,57 +7,58 @@ import "golang.org/x/sys/unix"
 // seccompFilter for amd64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 77, K: 0xc000003e}, // jneq #3221225534,77
+	{Code: 0x0015, Jt: 0, Jf: 78, K: 0xc000003e}, // jneq #3221225534,78
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
 	{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000},  // jlt #1073741824,1
 	{Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026},     // ret #327718
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0xca},       // jeq #202,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x23},       // jeq #35,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xe6},       // jeq #230,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x18},       // jeq #24,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x9},        // jeq #9,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xb},        // jeq #11,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x1c},       // jeq #28,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xa},        // jeq #10,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xf},        // jeq #15,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xe},        // jeq #14,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x83},       // jeq #131,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xba},       // jeq #186,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xea},       // jeq #234,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x27},       // jeq #39,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x3c},       // jeq #60,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0xe7},       // jeq #231,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xdb},       // jeq #219,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0xe4},       // jeq #228,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x60},       // jeq #96,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0xe8},       // jeq #232,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x119},      // jeq #281,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x1b9},      // jeq #441,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0xe9},       // jeq #233,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x10f},      // jeq #271,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x12b},      // jeq #299,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x11},       // jeq #17,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x12},       // jeq #18,30
-	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x0},        // jeq #0,29
-	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x1},        // jeq #1,28
-	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x101},      // jeq #257,27
-	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x3},        // jeq #3,26
-	{Code: 0x0015, Jt: 25, Jf: 0, K: 0x13c},      // jeq #316,25
-	{Code: 0x0015, Jt: 24, Jf: 0, K: 0x107},      // jeq #263,24
-	{Code: 0x0015, Jt: 23, Jf: 0, K: 0x102},      // jeq #258,23
-	{Code: 0x0015, Jt: 22, Jf: 0, K: 0x5},        // jeq #5,22
-	{Code: 0x0015, Jt: 21, Jf: 0, K: 0x106},      // jeq #262,21
-	{Code: 0x0015, Jt: 20, Jf: 0, K: 0x8a},       // jeq #138,20
-	{Code: 0x0015, Jt: 19, Jf: 0, K: 0x4d},       // jeq #77,19
-	{Code: 0x0015, Jt: 18, Jf: 0, K: 0x48},       // jeq #72,18
-	{Code: 0x0015, Jt: 17, Jf: 0, K: 0xd9},       // jeq #217,17
-	{Code: 0x0015, Jt: 16, Jf: 0, K: 0x8},        // jeq #8,16
-	{Code: 0x0015, Jt: 15, Jf: 0, K: 0x42},       // jeq #66,15
-	{Code: 0x0015, Jt: 14, Jf: 0, K: 0xdc},       // jeq #220,14
-	{Code: 0x0015, Jt: 13, Jf: 0, K: 0x40},       // jeq #64,13
-	{Code: 0x0015, Jt: 12, Jf: 0, K: 0xa3},       // jeq #163,12
-	{Code: 0x0015, Jt: 11, Jf: 0, K: 0x2a},       // jeq #42,11
-	{Code: 0x0015, Jt: 10, Jf: 0, K: 0x2c},       // jeq #44,10
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0xca},       // jeq #202,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x23},       // jeq #35,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xe6},       // jeq #230,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x18},       // jeq #24,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x9},        // jeq #9,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0xb},        // jeq #11,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x1c},       // jeq #28,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xa},        // jeq #10,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xf},        // jeq #15,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xe},        // jeq #14,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x83},       // jeq #131,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xba},       // jeq #186,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xea},       // jeq #234,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x27},       // jeq #39,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x3c},       // jeq #60,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0xe7},       // jeq #231,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0xdb},       // jeq #219,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0xe4},       // jeq #228,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x60},       // jeq #96,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0xe8},       // jeq #232,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x119},      // jeq #281,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x1b9},      // jeq #441,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0xe9},       // jeq #233,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x10f},      // jeq #271,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x12b},      // jeq #299,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x11},       // jeq #17,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x12},       // jeq #18,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x0},        // jeq #0,30
+	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x1},        // jeq #1,29
+	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x101},      // jeq #257,28
+	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x3},        // jeq #3,27
+	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x13c},      // jeq #316,26
+	{Code: 0x0015, Jt: 25, Jf: 0, K: 0x107},      // jeq #263,25
+	{Code: 0x0015, Jt: 24, Jf: 0, K: 0x102},      // jeq #258,24
+	{Code: 0x0015, Jt: 23, Jf: 0, K: 0x5},        // jeq #5,23
+	{Code: 0x0015, Jt: 22, Jf: 0, K: 0x106},      // jeq #262,22
+	{Code: 0x0015, Jt: 21, Jf: 0, K: 0x8a},       // jeq #138,21
+	{Code: 0x0015, Jt: 20, Jf: 0, K: 0x4d},       // jeq #77,20
+	{Code: 0x0015, Jt: 19, Jf: 0, K: 0x48},       // jeq #72,19
+	{Code: 0x0015, Jt: 18, Jf: 0, K: 0xd9},       // jeq #217,18
+	{Code: 0x0015, Jt: 17, Jf: 0, K: 0x8},        // jeq #8,17
+	{Code: 0x0015, Jt: 16, Jf: 0, K: 0x42},       // jeq #66,16
+	{Code: 0x0015, Jt: 15, Jf: 0, K: 0xdc},       // jeq #220,15
+	{Code: 0x0015, Jt: 14, Jf: 0, K: 0x40},       // jeq #64,14
+	{Code: 0x0015, Jt: 13, Jf: 0, K: 0xa3},       // jeq #163,13
+	{Code: 0x0015, Jt: 12, Jf: 0, K: 0x2a},       // jeq #42,12
+	{Code: 0x0015, Jt: 11, Jf: 0, K: 0x2c},       // jeq #44,11
+	{Code: 0x0015, Jt: 10, Jf: 0, K: 0xcd},       // jeq #205,10
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x38},        // jneq #56,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},        // ld [20]
 	{Code: 0x0045, Jt: 7, Jf: 0, K: 0x0},         // jset #0,7
