@@ -937,7 +937,8 @@ func (d *daemon) watchAccounting() {
 	case !starved:
 	case d.spaceBelow(d.limits.resume):
 		d.state = acctSuspended
-		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting until there is (/proc/sys/kernel/acct)", d.opts.top, d.limits.resume)
+		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
+			d.opts.top, d.limits.resume, d.limits.suspend, d.limits.resume)
 	case d.state == acctOn:
 		d.state, d.lostAt = acctLost, d.now
 		then := "never taking it back (--reclaim 0)"
