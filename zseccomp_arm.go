@@ -4,6 +4,11 @@ package main
 
 import "golang.org/x/sys/unix"
 
+// seccompVerified: whether a log-mode soak of a daemon on arm found no call
+// outside the list (verifiedArches in sandbox_test.go); if not, such calls
+// are logged, not refused.
+const seccompVerified = false
+
 // seccompFilter for arm: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
