@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 	"kernel.org/pub/linux/libs/security/libcap/cap"
 )
@@ -32,18 +34,12 @@ var verifiedArches = []string{"amd64", "386"}
 var update = flag.Bool("update", false, "rewrite zseccomp_GOARCH.go from the allow-list (make seccomp)")
 
 // seccompPolicy is the filter the daemon carries, as go-seccomp-bpf policy
-// for the running architecture: allowed, two calls with conditions, killed,
-// default EPERM.
-func seccompPolicy() (*seccomp.Policy, error) {
-	info, err := arch.GetInfo("")
-	if err != nil {
-		return nil, err
-	}
-	known := func(names []string) []string {
-		return slices.DeleteFunc(slices.Clone(names), func(n string) bool { _, ok := info.SyscallNames[n]; return !ok })
-	}
+// for goarch, whose system calls are names: allowed, a few calls with
+// conditions, killed, default EPERM. Names the architecture lacks are left out.
+func seccompPolicy(goarch string, names map[string]int) *seccomp.Policy {
+	known := func(n string) bool { _, ok := names[n]; return ok }
 	cloneFlags := uint32(0) // clone(flags, ...); s390x passes the stack first
-	if runtime.GOARCH == "s390x" {
+	if goarch == "s390x" {
 		cloneFlags = 1
 	}
 	equal := func(name string, arg uint32, value uint64) seccomp.NameWithConditions {
@@ -54,55 +50,138 @@ func seccompPolicy() (*seccomp.Policy, error) {
 		{Name: "clone", Conditions: seccomp.ArgumentConditions{{Argument: cloneFlags, Operation: seccomp.BitsSet, Value: unix.CLONE_THREAD}}},
 		// syslog's /dev/log only.
 		equal("socket", 0, unix.AF_UNIX),
-		// Where Go reaches sockets through socketcall(2) (386), only the
-		// three calls above. The domain is in memory, out of the filter's
-		// reach: there socket(AF_INET) is not refused, only TCP bind and
-		// connect (Landlock ABI >= 4).
+		// Where Go reaches sockets through socketcall(2) (386, s390x), only
+		// the three calls above. The domain is in memory, out of the
+		// filter's reach: there socket(AF_INET) is not refused, only TCP
+		// bind and connect (Landlock ABI >= 4).
 		equal("socketcall", 0, 1),  // SYS_SOCKET
 		equal("socketcall", 0, 3),  // SYS_CONNECT
 		equal("socketcall", 0, 11), // SYS_SENDTO
 	}
-	conditional = slices.DeleteFunc(conditional, func(c seccomp.NameWithConditions) bool { _, ok := info.SyscallNames[c.Name]; return !ok })
 	return &seccomp.Policy{
 		DefaultAction: seccomp.ActionErrno,
 		Syscalls: []seccomp.SyscallGroup{
-			{Action: seccomp.ActionAllow, Names: known(allowed), NamesWithCondtions: conditional},
-			{Action: seccomp.ActionKillProcess, Names: known(killed)},
+			{Action: seccomp.ActionAllow, Names: slices.DeleteFunc(slices.Clone(allowed), func(n string) bool { return !known(n) }),
+				NamesWithCondtions: slices.DeleteFunc(conditional, func(c seccomp.NameWithConditions) bool { return !known(c.Name) })},
+			{Action: seccomp.ActionKillProcess, Names: slices.DeleteFunc(slices.Clone(killed), func(n string) bool { return !known(n) })},
 		},
-	}, nil
+	}
+}
+
+// otherArches are those go-seccomp-bpf has no syscall table for: their
+// programs are assembled by assemble with x/sys's system call numbers.
+var otherArches = map[string]uint32{"riscv64": unix.AUDIT_ARCH_RISCV64, "ppc64le": unix.AUDIT_ARCH_PPC64LE, "s390x": unix.AUDIT_ARCH_S390X}
+
+// assemble does what Policy.Assemble does, for any architecture: the groups
+// through go-seccomp-bpf's Program, behind the same check of the audit
+// architecture (and, on x86-64, of the x32 bit).
+func assemble(p *seccomp.Policy, names map[string]int, auditArch uint32) ([]bpf.Instruction, error) {
+	prog := seccomp.NewProgram()
+	for _, g := range p.Syscalls {
+		var calls []seccomp.SyscallWithConditions
+		add := func(name string, c seccomp.ArgumentConditions) {
+			num := uint32(names[name])
+			for i := range calls {
+				if calls[i].Num == num {
+					calls[i].Conditions = append(calls[i].Conditions, c)
+					return
+				}
+			}
+			s := seccomp.SyscallWithConditions{Num: num}
+			if c != nil {
+				s.Conditions = []seccomp.ArgumentConditions{c}
+			}
+			calls = append(calls, s)
+		}
+		for _, n := range g.Names {
+			add(n, nil)
+		}
+		for _, nc := range g.NamesWithCondtions {
+			add(nc.Name, nc.Conditions)
+		}
+		action, next := prog.NewLabel(), prog.NewLabel()
+		for i, s := range calls {
+			s.Assemble(&prog, i < len(calls)-1, action, next)
+		}
+		prog.SetLabel(action)
+		prog.Ret(g.Action)
+		prog.SetLabel(next)
+	}
+	prog.Ret(p.DefaultAction)
+	body, err := prog.Assemble()
+	if err != nil {
+		return nil, err
+	}
+	var x32 []bpf.Instruction
+	if auditArch == unix.AUDIT_ARCH_X86_64 {
+		x32 = []bpf.Instruction{
+			bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: 0x40000000, SkipFalse: 1}, // __X32_SYSCALL_BIT
+			bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)},
+		}
+	}
+	out := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: auditArch, SkipTrue: uint8(len(x32) + len(body))},
+		bpf.LoadAbsolute{Off: 0, Size: 4}, // seccomp_data.nr
+	}
+	return append(append(out, x32...), body...), nil
+}
+
+// xsysNames reads the system call numbers of goarch from x/sys's
+// zsysnum_linux_GOARCH.go (SYS_FSTAT64 = 197 → "fstat64": 197).
+func xsysNames(t *testing.T, goarch string) map[string]int {
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "golang.org/x/sys").Output()
+	if err != nil {
+		t.Fatalf("go list golang.org/x/sys: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "unix", "zsysnum_linux_"+goarch+".go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+SYS_(\w+)\s+=\s+(\d+)`).FindAllStringSubmatch(string(b), -1) {
+		names[strings.ToLower(m[1])] = atoi(m[2])
+	}
+	return names
+}
+
+func raw(t *testing.T, insts []bpf.Instruction) []unix.SockFilter {
+	out := make([]unix.SockFilter, len(insts))
+	for i, ins := range insts {
+		r, err := ins.Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return out
 }
 
 // TestSeccompFilter checks that the program the daemon carries for this
 // architecture is what go-seccomp-bpf assembles from the lists today; with
 // -update it rewrites the program instead.
 func TestSeccompFilter(t *testing.T) {
-	p, err := seccompPolicy()
+	info, err := arch.GetInfo("")
 	if err != nil {
-		t.Skipf("go-seccomp-bpf cannot assemble for %s: %v", runtime.GOARCH, err)
+		t.Skipf("go-seccomp-bpf has no table for %s: TestSeccompOtherArches checks its program", runtime.GOARCH)
 	}
+	p := seccompPolicy(runtime.GOARCH, info.SyscallNames)
 	insts, err := p.Assemble()
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := make([]unix.SockFilter, len(insts))
-	for i, ins := range insts {
-		r, err := ins.Assemble()
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-	}
+	prog := raw(t, insts)
 	if *update {
-		writeFilter(t, insts, raw)
+		writeFilter(t, runtime.GOARCH, insts, prog)
 		return
 	}
 	if seccompVerified != slices.Contains(verifiedArches, runtime.GOARCH) {
 		t.Fatalf("zseccomp_%s.go: seccompVerified = %v, verifiedArches says otherwise (make seccomp)", runtime.GOARCH, seccompVerified)
 	}
-	if len(raw) != len(seccompFilter) {
-		t.Fatalf("zseccomp_%s.go: %d instructions, the allow-list assembles to %d (make seccomp)", runtime.GOARCH, len(seccompFilter), len(raw))
+	if len(prog) != len(seccompFilter) {
+		t.Fatalf("zseccomp_%s.go: %d instructions, the allow-list assembles to %d (make seccomp)", runtime.GOARCH, len(seccompFilter), len(prog))
 	}
-	for i, r := range raw {
+	for i, r := range prog {
 		if got := seccompFilter[i]; got != r {
 			t.Fatalf("zseccomp_%s.go instruction %d: got %+v, want %v (make seccomp)", runtime.GOARCH, i, got, insts[i])
 		}
@@ -110,7 +189,6 @@ func TestSeccompFilter(t *testing.T) {
 	if n := countRets(seccompRetEPERM); n != 1 {
 		t.Errorf("%d return(s) of the default action, want 1 (the log build rewrites it)", n)
 	}
-	info, _ := arch.GetInfo("")
 	for _, name := range []string{"read", "write", "openat", "acct", "semtimedop", "recvmmsg", "futex"} {
 		if _, ok := info.SyscallNames[name]; ok && !slices.Contains(p.Syscalls[0].Names, name) {
 			t.Errorf("%s missing from the allow-list", name)
@@ -122,7 +200,39 @@ func TestSeccompFilter(t *testing.T) {
 		}
 	}
 	t.Logf("seccomp filter: %d allowed calls (+ clone, socket with conditions), %d killed, %d BPF instructions",
-		len(p.Syscalls[0].Names), len(p.Syscalls[1].Names), len(raw))
+		len(p.Syscalls[0].Names), len(p.Syscalls[1].Names), len(prog))
+}
+
+// TestSeccompOtherArches checks, on amd64, that assemble builds exactly what
+// Policy.Assemble built for amd64 from x/sys's numbers, then that the
+// programs of otherArches are what assemble builds today (-update writes
+// them).
+func TestSeccompOtherArches(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("run on amd64, where go-seccomp-bpf's own program is the reference")
+	}
+	insts, err := assemble(seccompPolicy("amd64", xsysNames(t, "amd64")), xsysNames(t, "amd64"), unix.AUDIT_ARCH_X86_64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := raw(t, insts); !slices.Equal(got, seccompFilter) {
+		t.Fatalf("assemble differs from go-seccomp-bpf's Policy.Assemble on amd64: %d vs %d instructions", len(got), len(seccompFilter))
+	}
+	for goarch, auditArch := range otherArches {
+		names := xsysNames(t, goarch)
+		insts, err := assemble(seccompPolicy(goarch, names), names, auditArch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *update {
+			writeFilter(t, goarch, insts, raw(t, insts))
+			continue
+		}
+		want := renderFilter(t, goarch, insts, raw(t, insts))
+		if got, _ := os.ReadFile("zseccomp_" + goarch + ".go"); !bytes.Equal(got, want) {
+			t.Errorf("zseccomp_%s.go is not what the lists assemble to today (make seccomp)", goarch)
+		}
+	}
 }
 
 func countRets(k uint32) (n int) {
@@ -134,28 +244,32 @@ func countRets(k uint32) (n int) {
 	return n
 }
 
-// writeFilter writes zseccomp_GOARCH.go: one instruction a line, with its
+// renderFilter is zseccomp_GOARCH.go: one instruction a line, with its
 // disassembly.
-func writeFilter[I any](t *testing.T, insts []I, raw []unix.SockFilter) {
+func renderFilter[I any](t *testing.T, goarch string, insts []I, raw []unix.SockFilter) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "// Code generated by go test -run TestSeccompFilter -update (make seccomp); DO NOT EDIT.\n\n")
+	fmt.Fprintf(&b, "// Code generated by go test -run TestSeccomp -update (make seccomp); DO NOT EDIT.\n\n")
 	fmt.Fprintf(&b, "package main\n\nimport \"golang.org/x/sys/unix\"\n\n")
-	fmt.Fprintf(&b, "// seccompVerified: whether a log-mode soak of a daemon on %s found no call\n", runtime.GOARCH)
+	fmt.Fprintf(&b, "// seccompVerified: whether a log-mode soak of a daemon on %s found no call\n", goarch)
 	fmt.Fprintf(&b, "// outside the list (verifiedArches in sandbox_test.go); if not, such calls\n")
 	fmt.Fprintf(&b, "// are logged, not refused.\n")
-	fmt.Fprintf(&b, "const seccompVerified = %v\n\n", slices.Contains(verifiedArches, runtime.GOARCH))
-	fmt.Fprintf(&b, "// seccompFilter for %s: see allowed and killed in sandbox.go.\n", runtime.GOARCH)
+	fmt.Fprintf(&b, "const seccompVerified = %v\n\n", slices.Contains(verifiedArches, goarch))
+	fmt.Fprintf(&b, "// seccompFilter for %s: see allowed and killed in sandbox.go.\n", goarch)
 	fmt.Fprintf(&b, "var seccompFilter = []unix.SockFilter{\n")
 	for i, r := range raw {
 		fmt.Fprintf(&b, "\t{Code: %#04x, Jt: %d, Jf: %d, K: %#x}, // %v\n", r.Code, r.Jt, r.Jf, r.K, insts[i])
 	}
 	b.WriteString("}\n")
-	name := "zseccomp_" + runtime.GOARCH + ".go"
 	src, err := format.Source([]byte(b.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(name, src, 0o644); err != nil {
+	return src
+}
+
+func writeFilter[I any](t *testing.T, goarch string, insts []I, raw []unix.SockFilter) {
+	name := "zseccomp_" + goarch + ".go"
+	if err := os.WriteFile(name, renderFilter(t, goarch, insts, raw), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s: %d instructions", name, len(raw))

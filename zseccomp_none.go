@@ -1,4 +1,4 @@
-//go:build !amd64 && !386 && !arm64 && !arm
+//go:build !amd64 && !386 && !arm64 && !arm && !riscv64 && !ppc64le && !s390x
 
 package main
 
