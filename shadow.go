@@ -273,9 +273,8 @@ func (s *shadow) start(seq int64) error {
 		return err
 	}
 	if s.fd >= 0 {
-		var st unix.Stat_t
-		if unix.Fstat(s.fd, &st) == nil && st.Nlink == 0 && s.repaired == "" {
-			s.repaired = "shadow file " + cname(formatName(s.name[:], s.seq)) // moved on before repair saw it
+		if unlinked(s.fd) && s.repaired == "" {
+			s.repaired = s.fileLabel() // moved on before repair saw it
 		}
 		unix.Close(s.fd)
 	}
@@ -424,33 +423,39 @@ func (s *shadow) collect() (removed int, err error) {
 
 // repair recreates what was removed under the daemon: the directory, the file
 // being written, or current. It returns what it repaired ("" if nothing).
+// What start repaired on its own (the directory, or a file it moved on
+// from) waits in s.repaired, and is reported the same way.
 func (s *shadow) repair() (string, error) {
-	if what := s.repaired; what != "" {
-		s.repaired = ""
-		return what, nil
-	}
-	what := ""
 	var err error
 	var st unix.Stat_t
 	switch {
+	case s.repaired != "":
 	case s.dirRemoved():
-		what, err = shadowDir, s.recreate()
-	case unix.Fstat(s.fd, &st) == nil && st.Nlink == 0:
-		what, err = "shadow file "+cname(formatName(s.name[:], s.seq)), s.start(s.seq+1)
+		err = s.recreate()
+		s.repaired = shadowDir
+	case unlinked(s.fd):
+		s.repaired = s.fileLabel()
+		err = s.start(s.seq + 1)
+	case errors.Is(unix.Fstatat(s.dir, currentName, &st, unix.AT_SYMLINK_NOFOLLOW), unix.ENOENT):
+		s.repaired = currentName
+		err = s.writeCurrent(s.seq)
 	}
-	if what != "" {
-		s.repaired = "" // reported here, not again
-		return what, err
-	}
-	if err := unix.Fstatat(s.dir, currentName, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
-		return currentName, s.writeCurrent(s.seq)
-	}
-	return "", nil
+	what := s.repaired
+	s.repaired = ""
+	return what, err
 }
 
-func (s *shadow) dirRemoved() bool {
+// fileLabel names the file being written, for the log.
+func (s *shadow) fileLabel() string {
+	return "shadow file " + cname(formatName(s.name[:], s.seq))
+}
+
+func (s *shadow) dirRemoved() bool { return unlinked(s.dir) }
+
+// unlinked reports whether fd's file or directory has no name left.
+func unlinked(fd int) bool {
 	var st unix.Stat_t
-	return unix.Fstat(s.dir, &st) == nil && st.Nlink == 0
+	return unix.Fstat(fd, &st) == nil && st.Nlink == 0
 }
 
 // recreate makes the shadow directory anew and starts again from file 0.
