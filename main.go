@@ -220,6 +220,15 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func fail(code int, err error) error { return &exitError{code, err} }
 
+// exitCode is the code err carries, or def when it carries none.
+func exitCode(err error, def int) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return def
+}
+
 // run is the whole program; it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	// 1. Arguments; root.
@@ -430,11 +439,7 @@ func (d *daemon) start(ready *os.File) (code int) {
 		}
 	}()
 	report := func(err error) int {
-		code := exitInternal
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
+		code := exitCode(err, exitInternal)
 		d.log.errorf("%v", err)
 		if ready != nil {
 			fmt.Fprintf(ready, "%d %v\n", code, err)
@@ -660,13 +665,8 @@ func (d *daemon) loop() int {
 	}
 	for d.stopCode < 0 {
 		if err := d.wakeup(n); err != nil {
-			var ee *exitError
-			code := exitFiles
-			if errors.As(err, &ee) {
-				code = ee.code
-			}
 			d.log.errorf("%v: accounting switched off, stopping", err)
-			d.stopCode = code
+			d.stopCode = exitCode(err, exitFiles)
 		}
 	}
 	d.cleanup()
@@ -929,13 +929,13 @@ func (d *daemon) watchAccounting() {
 	starved := d.unmatched >= 3 && d.now.Sub(d.since) >= lostAfter && !d.now.Before(d.grace)
 	switch {
 	case d.state == acctSuspended:
-		if !d.spaceBelow(d.limits.resume) {
+		if !d.suspended() {
 			// The kernel looks at the space again within its interval.
 			d.state, d.unmatched, d.grace = acctOn, 0, d.now.Add(d.limits.check)
 			d.log.noticef("%s: %d%% free again: the kernel resumes accounting within %s", d.opts.top, d.limits.resume, d.limits.check)
 		}
 	case !starved:
-	case d.spaceBelow(d.limits.resume):
+	case d.suspended():
 		d.state = acctSuspended
 		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
 			d.opts.top, d.limits.resume, d.limits.suspend, d.limits.resume)
@@ -957,21 +957,30 @@ func (d *daemon) watchAccounting() {
 	}
 }
 
-// spaceBelow reports whether the top directory's file system has less than
-// pct % of its blocks free, as the kernel counts them.
-func (d *daemon) spaceBelow(pct int64) bool {
+// suspended reports whether the kernel may hold accounting suspended: the
+// top directory's file system is below the level at which it resumes.
+func (d *daemon) suspended() bool {
+	below, _ := freeBelow(d.top, d.limits.resume)
+	return below
+}
+
+// freeBelow reports whether the file system of fd has less than pct % of its
+// blocks free, as the kernel counts them; ok is false when it cannot tell.
+func freeBelow(fd int, pct int64) (below, ok bool) {
 	var st unix.Statfs_t
-	return unix.Fstatfs(d.top, &st) == nil && int64(st.Bavail)*100 < int64(st.Blocks)*pct
+	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
+		return false, false
+	}
+	return uint64(st.Bavail)*100 < uint64(st.Blocks)*uint64(pct), true
 }
 
 // checkDisk is the disk guard: below 5 % free blocks on the shadow file
 // system, records are skipped; it logs when skipping starts and ends.
 func (d *daemon) checkDisk() {
-	var st unix.Statfs_t
-	if unix.Fstatfs(d.sh.dir, &st) != nil || st.Blocks == 0 {
+	low, ok := freeBelow(d.sh.dir, 5)
+	if !ok {
 		return
 	}
-	low := st.Bavail*20 < st.Blocks
 	switch {
 	case low && !d.diskLow:
 		d.diskLow, d.skipRun = true, 0
