@@ -814,13 +814,14 @@ func (d *daemon) rotate() error {
 	if err := d.drain(true); err != nil {
 		return err
 	}
-	err := d.src.finishSwitch()
-	switch {
-	case errors.Is(err, unix.ENOENT) && !d.srcUnnamed:
+	switch err := d.src.finishSwitch(); {
+	case errors.Is(err, unix.ENOENT):
 		// Landlock lets no new source file be made; the open ones serve.
-		d.srcUnnamed = true
-		d.log.warnf("%v: a source file was removed; carrying on with the open files", err)
-	case err != nil && !errors.Is(err, unix.ENOENT):
+		if !d.srcUnnamed {
+			d.srcUnnamed = true
+			d.log.warnf("%v: a source file was removed; carrying on with the open files", err)
+		}
+	case err != nil:
 		return fail(exitFiles, err)
 	}
 	d.stats.rotations++
