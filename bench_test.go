@@ -146,7 +146,7 @@ func benchRound(t *testing.T, bin string, records int) benchFigures {
 
 	f.p50, f.p99 = latency(t, c, 200)
 	f.syscalls = syscallsPerRecord(t, c, d.pid, 50000)
-	f.rssKB = statusKB(t, d.pid, "VmHWM")
+	f.rssKB = procKB(d.pid, "VmHWM")
 	return f
 }
 
@@ -237,15 +237,6 @@ func cpuTicks(t *testing.T, pid int) int {
 	return atoi(f[11]) + atoi(f[12])
 }
 
-func statusKB(t *testing.T, pid int, key string) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	m := regexp.MustCompile(key + `:\s+(\d+) kB`).FindSubmatch(b)
-	if m == nil {
-		return -1
-	}
-	return atoi(string(m[1]))
-}
-
 // statusInt reads "key: N" from our daemon's status file; -1 for others.
 func statusInt(t *testing.T, top, key string) int {
 	b, err := os.ReadFile(filepath.Join(top, shadowDir, statusName))
@@ -254,11 +245,7 @@ func statusInt(t *testing.T, top, key string) int {
 	}
 	time.Sleep(1100 * time.Millisecond) // published at most once a second
 	b, _ = os.ReadFile(filepath.Join(top, shadowDir, statusName))
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `: (\d+)`).FindSubmatch(b)
-	if m == nil {
-		return -1
-	}
-	return atoi(string(m[1]))
+	return statusNumber(string(b), key)
 }
 
 func median[T int | float64 | time.Duration](xs []T) T {

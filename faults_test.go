@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -275,8 +274,6 @@ func TestFaultNoProcConnector(t *testing.T) {
 	figure(t, "polling every 200ms; 0 of %d records lost", len(s.pids))
 }
 
-var skippedRe = regexp.MustCompile(`records skipped \(disk full\): (\d+)`)
-
 // 6. Nearly full file system: skips with one line, resumes when space
 // returns; the count is in the log and the status.
 func TestFaultDiskFull(t *testing.T) {
@@ -289,8 +286,7 @@ func TestFaultDiskFull(t *testing.T) {
 	storm(t, 500)
 	var skipped int
 	waitFor(t, 5*time.Second, "skipped records in the status", func() bool {
-		m := skippedRe.FindStringSubmatch(statusOf(t, bin, top))
-		skipped = atoi(m[1])
+		skipped = statusNumber(statusOf(t, bin, top), "records skipped (disk full)")
 		return skipped > 0
 	})
 	os.Remove(filler)
@@ -303,8 +299,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if n := strings.Count(log.String(), "skipping records"); n != 1 {
 		t.Errorf("%d 'skipping' lines, want 1:\n%s", n, log)
 	}
-	m := skippedRe.FindStringSubmatch(statusOf(t, bin, top))
-	if skipped = atoi(m[1]); !strings.Contains(log.String(), fmt.Sprintf("%d records skipped", skipped)) {
+	if skipped = statusNumber(statusOf(t, bin, top), "records skipped (disk full)"); !strings.Contains(log.String(), fmt.Sprintf("%d records skipped", skipped)) {
 		t.Errorf("the log does not give the %d skipped records of the status:\n%s", skipped, log)
 	}
 	figure(t, "%d records skipped at 4.5 %% free (one log line; in -s and the resume line); copying again %s after space returned; 0 of %d lost after",
@@ -436,8 +431,7 @@ exec %s --pidfile %s %s`, sock, bin, d.pidfile, top)
 	took := time.Since(start)
 	var dropped int
 	waitFor(t, 5*time.Second, "dropped lines in the status", func() bool {
-		m := regexp.MustCompile(`log lines dropped: (\d+)`).FindStringSubmatch(statusOf(t, bin, top))
-		dropped = atoi(m[1])
+		dropped = statusNumber(statusOf(t, bin, top), "log lines dropped")
 		return dropped > 0
 	})
 	figure(t, "%d SIGUSR1 lines to a syslog that never reads: %d dropped and counted; 0 of %d records lost, all read %s after the first signal",
@@ -557,20 +551,6 @@ func TestFaultBadTop(t *testing.T) {
 		refused, starts, refusals)
 }
 
-// procFigures reads the resident set (in all, anonymous) and the open
-// descriptors of a process from /proc.
-func procFigures(pid int) (rssKB, anonKB, fds int) {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if m := regexp.MustCompile(`VmRSS:\s+(\d+)`).FindSubmatch(b); m != nil {
-		rssKB = atoi(string(m[1]))
-	}
-	if m := regexp.MustCompile(`RssAnon:\s+(\d+)`).FindSubmatch(b); m != nil {
-		anonKB = atoi(string(m[1]))
-	}
-	ents, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	return rssKB, anonKB, len(ents)
-}
-
 // TestSoak (make soak, not in CI; SOAK=10m by default): storms of 5,000
 // exits back to back from one worker (about half of what the two cores can
 // spawn) while up to 3 client processes come and go at random between
@@ -594,9 +574,12 @@ func TestSoak(t *testing.T) {
 	var clients []*clientProc
 	type sample struct{ rssKB, anonKB, fds, goroutines int }
 	take := func() sample {
-		rss, anon, fds := procFigures(d.pid)
-		m := regexp.MustCompile(`goroutines: (\d+)`).FindStringSubmatch(statusOf(t, bin, top))
-		return sample{rss, anon, fds, atoi(m[1])}
+		fds, _ := os.ReadDir("/proc/" + strconv.Itoa(d.pid) + "/fd")
+		s := sample{procKB(d.pid, "VmRSS"), procKB(d.pid, "RssAnon"), len(fds), statusNumber(statusOf(t, bin, top), "goroutines")}
+		if s.rssKB < 0 || s.anonKB < 0 || s.goroutines < 0 {
+			t.Fatalf("daemon figures missing: %+v", s)
+		}
+		return s
 	}
 	var base sample // after a minute (or 10 storms in a short run)
 	start := time.Now()

@@ -222,6 +222,21 @@ func shadowFiles(t *testing.T, top string) map[int64]int64 {
 	return files
 }
 
+// statusNumber reads "key: N" from a status text; -1 when it has none.
+func statusNumber(st, key string) int {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `:[ \t]+(\d+)`).FindStringSubmatch(st)
+	if m == nil {
+		return -1
+	}
+	return atoi(m[1])
+}
+
+// procKB reads "key: N kB" from /proc/PID/status; -1 when it has none.
+func procKB(pid int, key string) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return statusNumber(string(b), key)
+}
+
 func statusOf(t *testing.T, bin, top string) string {
 	t.Helper()
 	out, err := exec.Command(bin, "-s", top).CombinedOutput()
@@ -260,8 +275,7 @@ func TestIntegrationStorm(t *testing.T) {
 		}
 	}
 	st := statusOf(t, bin, top)
-	m := regexp.MustCompile(`source rotations: (\d+)`).FindStringSubmatch(st)
-	if m == nil || atoi(m[1]) < 12 {
+	if statusNumber(st, "source rotations") < 12 {
 		t.Errorf("want >= 12 source rotations for 20,000 records at 64 KiB; status:\n%s", st)
 	}
 	if !strings.Contains(st, "clients: 1\n") || !strings.Contains(st, "accounting: on\n") {
