@@ -208,7 +208,9 @@ type llRule struct {
 // may be one.
 func landlock(c sandboxConfig) (string, error) {
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	if errno == unix.ENOSYS || errno == unix.EOPNOTSUPP {
+	// ENOSYS: built without Landlock; EOPNOTSUPP: not enabled at boot;
+	// EPERM: a container manager's seccomp filter (systemd-nspawn 252).
+	if errno == unix.ENOSYS || errno == unix.EOPNOTSUPP || errno == unix.EPERM {
 		return "Landlock unavailable (" + errno.Error() + "): file access not confined", nil
 	}
 	if errno != 0 {
