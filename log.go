@@ -1,12 +1,15 @@
 // Logging: stderr in the foreground, syslog when daemonized.
 // Speaks the syslog(3) datagram format of RFC 3164 over the unix(7) socket
-// /dev/log, facility LOG_DAEMON, ident "atopacctd" with the pid.
+// /dev/log, facility LOG_DAEMON, ident "atopacctd" with the pid; on a stderr
+// that is systemd's journal ($JOURNAL_STREAM, systemd.exec(5)), the "<N>"
+// priority prefix of sd-daemon(3).
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,13 +28,26 @@ const (
 // a line that syslog cannot take at once is dropped, and counted.
 type logger struct {
 	stderr  io.Writer // nil when daemonized
+	journal bool      // stderr is the journal's stream
 	fd      int       // syslog socket, -1 when not connected
 	pid     int
 	dropped uint64 // lines syslog did not take
 }
 
 func newLogger(stderr io.Writer) *logger {
-	return &logger{stderr: stderr, fd: -1, pid: os.Getpid()}
+	return &logger{stderr: stderr, journal: journalStream(stderr), fd: -1, pid: os.Getpid()}
+}
+
+// journalStream reports whether w is the stream $JOURNAL_STREAM names
+// ("device:inode"): the journal then takes a line's priority from its
+// "<N>" prefix and adds the name and pid itself.
+func journalStream(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	var st unix.Stat_t
+	if !ok || unix.Fstat(int(f.Fd()), &st) != nil {
+		return false
+	}
+	return os.Getenv("JOURNAL_STREAM") == strconv.FormatUint(uint64(st.Dev), 10)+":"+strconv.FormatUint(st.Ino, 10)
 }
 
 func (l *logger) errorf(format string, args ...any)  { l.printf(logErr, format, args...) }
@@ -41,7 +57,11 @@ func (l *logger) infof(format string, args ...any)   { l.printf(logInfo, format,
 
 func (l *logger) printf(pri int, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	if l.stderr != nil {
+	switch {
+	case l.journal:
+		fmt.Fprintf(l.stderr, "<%d>%s\n", pri, msg)
+		return
+	case l.stderr != nil:
 		fmt.Fprintf(l.stderr, "atopacctd: %s\n", msg)
 		return
 	}
