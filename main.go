@@ -231,10 +231,12 @@ func exitCode(err error, def int) int {
 
 // run is the whole program; it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	// 1. Arguments; root.
+	// 1. Arguments; root. Until the daemon has its own logger, errors go
+	//    to stderr (the journal's stream too, under systemd).
+	log := newLogger(stderr)
 	o, err := parseArgs(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "atopacctd: %v\n%s\n", err, usageLine)
+		log.errorf("%v\n%s", err, usageLine)
 		return exitUsage
 	}
 	switch {
@@ -248,7 +250,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return printStatus(o.top, stdout)
 	}
 	if euid := os.Geteuid(); euid != 0 {
-		fmt.Fprintf(stderr, "atopacctd: must run as root (effective uid %d)\n", euid)
+		log.errorf("must run as root (effective uid %d)", euid)
 		return exitUsage
 	}
 
@@ -256,7 +258,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	//    operation is relative to.
 	top, err := openTop(o.top)
 	if err != nil {
-		fmt.Fprintf(stderr, "atopacctd: %v\n", err)
+		log.errorf("%v", err)
 		return exitTop
 	}
 	ready := readyPipe()
@@ -268,17 +270,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if err == nil {
 				err = errAlreadyRunning
 			}
-			fmt.Fprintf(stderr, "atopacctd: %v\n", err)
+			log.errorf("%v", err)
 			return exitRunning
 		}
 		// 4. Daemonize: re-execute in a new session; report its readiness.
-		return daemonize(args, stderr)
+		return daemonize(args, log)
 	}
-	logw := stderr
 	if !o.foreground {
-		logw = nil
+		log = newLogger(nil) // syslog
 	}
-	return newDaemon(o, top, newLogger(logw)).run(ready)
+	return newDaemon(o, top, log).run(ready)
 }
 
 // openTop opens the top directory without following a final symlink and
@@ -331,19 +332,19 @@ func readyPipe() *os.File {
 
 // daemonize starts the daemon in a new session and waits until it reports
 // ready (exit 0) or fails (its exit code and error line); it never hangs.
-func daemonize(args []string, stderr io.Writer) int {
+func daemonize(args []string, log *logger) int {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = "/proc/self/exe"
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		fmt.Fprintf(stderr, "atopacctd: readiness pipe: %v\n", err)
+		log.errorf("readiness pipe: %v", err)
 		return exitFiles
 	}
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
-		fmt.Fprintf(stderr, "atopacctd: %v\n", err)
+		log.errorf("%v", err)
 		return exitFiles
 	}
 	p, err := os.StartProcess(exe, append([]string{"atopacctd"}, args...), &os.ProcAttr{
@@ -352,7 +353,7 @@ func daemonize(args []string, stderr io.Writer) int {
 	null.Close()
 	w.Close()
 	if err != nil {
-		fmt.Fprintf(stderr, "atopacctd: start daemon %s: %v\n", exe, err)
+		log.errorf("start daemon %s: %v", exe, err)
 		return exitFiles
 	}
 	r.SetReadDeadline(time.Now().Add(readyWait))
@@ -364,18 +365,18 @@ func daemonize(args []string, stderr io.Writer) int {
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		p.Kill()
 		p.Wait()
-		fmt.Fprintf(stderr, "atopacctd: daemon (pid %d) not ready after %s: killed\n", p.Pid, readyWait)
+		log.errorf("daemon (pid %d) not ready after %s: killed", p.Pid, readyWait)
 		return exitFiles
 	}
 	st, _ := p.Wait()
 	if codeStr, msg, ok := strings.Cut(line, " "); ok {
 		if code, err := strconv.Atoi(codeStr); err == nil {
-			fmt.Fprintf(stderr, "atopacctd: %s\n", msg)
+			log.errorf("%s", msg)
 			return code
 		}
 	}
 	code := st.ExitCode()
-	fmt.Fprintf(stderr, "atopacctd: daemon exited before it was ready (%s)\n", st)
+	log.errorf("daemon exited before it was ready (%s)", st)
 	if code <= 0 {
 		code = exitFiles
 	}
