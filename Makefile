@@ -4,7 +4,7 @@ export CGO_ENABLED := 0
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit qemu test386 faults soak fuzz bench seccomp install uninstall cross clean
+.PHONY: all test unit qemu test386 vm faults soak fuzz bench seccomp install uninstall cross clean
 
 all: atopacctd
 
@@ -32,6 +32,12 @@ qemu:
 # the 32-bit system calls, in the log-mode seccomp soak too.
 test386: atopacctd
 	ATOPACCTD_TEST_GOARCH=386 go test -count=1 -p 1 -timeout 20m -run '^TestIntegration' .
+
+# The sandbox and daemon integration tests on another architecture's own
+# kernel, under qemu-system (.ci/vm: Debian's kernel and busybox for it).
+VMARCH ?= arm64
+vm:
+	bash .ci/vm $(VMARCH)
 
 # The fault suite (faults_test.go, build tag faults; root; CI runs it): one
 # test per way the C daemon broke, each printing a FIGURE line.

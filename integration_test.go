@@ -58,6 +58,10 @@ var built struct {
 	paths map[string]string // by -ldflags
 }
 
+// prebuilt names the daemons built ahead of time by -ldflags, for a machine
+// without Go ($ATOPACCTD_TEST_PREBUILT, a directory: make vm).
+var prebuilt = map[string]string{"": "atopacctd", "-X main.seccompDefault=log": "atopacctd.log"}
+
 // daemonBinary builds the daemon once per test run and set of -ldflags, as
 // the Makefile does; for ATOPACCTD_TEST_GOARCH when set (make test386).
 func daemonBinary(t *testing.T, ldflags ...string) string {
@@ -67,6 +71,9 @@ func daemonBinary(t *testing.T, ldflags ...string) string {
 	key := strings.Join(ldflags, " ")
 	if p, ok := built.paths[key]; ok {
 		return p
+	}
+	if dir := os.Getenv("ATOPACCTD_TEST_PREBUILT"); dir != "" {
+		return filepath.Join(dir, prebuilt[key])
 	}
 	if built.dir == "" {
 		dir, err := os.MkdirTemp("", "atopacctd-bin")

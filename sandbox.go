@@ -282,6 +282,10 @@ var allowed = []string{
 	// The loop: wait, events, source, shadow files, current, status, GC.
 	"ppoll", "recvmmsg", "pread64", "pwrite64", "read", "write", "openat", "close", "renameat2", "unlinkat", "mkdirat",
 	"fstat", "newfstatat", "fstatfs", "ftruncate", "fcntl", "getdents64", "lseek",
+	// x/sys's Fstat on arm64 and riscv64 is newfstatat(fd, "", AT_EMPTY_PATH),
+	// which go-seccomp-bpf's arm64 table names fstatat (found by the
+	// log-mode soak on arm64's kernel: make vm).
+	"fstatat",
 	// Semaphores: the client count, the public lock, re-creating a removed set.
 	"semctl", "semtimedop", "semtimedop_time64", "semget",
 	// Source rotation and shutdown.

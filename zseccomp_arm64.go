@@ -7,52 +7,53 @@ import "golang.org/x/sys/unix"
 // seccompVerified: whether a log-mode soak of a daemon on arm64 found no call
 // outside the list (verifiedArches in sandbox_test.go); if not, such calls
 // are logged, not refused.
-const seccompVerified = false
+const seccompVerified = true
 
 // seccompFilter for arm64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},         // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 79, K: 0xc00000b7}, // jneq #3221225655,79
+	{Code: 0x0015, Jt: 0, Jf: 80, K: 0xc00000b7}, // jneq #3221225655,80
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},         // ld [0]
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x62},       // jeq #98,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x65},       // jeq #101,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x73},       // jeq #115,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x7c},       // jeq #124,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0xde},       // jeq #222,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xd7},       // jeq #215,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xe9},       // jeq #233,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0xe2},       // jeq #226,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x8b},       // jeq #139,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x87},       // jeq #135,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x84},       // jeq #132,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xb2},       // jeq #178,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x83},       // jeq #131,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xac},       // jeq #172,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x5d},       // jeq #93,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x5e},       // jeq #94,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x80},       // jeq #128,44
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x71},       // jeq #113,43
-	{Code: 0x0015, Jt: 42, Jf: 0, K: 0xa9},       // jeq #169,42
-	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x16},       // jeq #22,41
-	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x1b9},      // jeq #441,40
-	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x15},       // jeq #21,39
-	{Code: 0x0015, Jt: 38, Jf: 0, K: 0x49},       // jeq #73,38
-	{Code: 0x0015, Jt: 37, Jf: 0, K: 0xf3},       // jeq #243,37
-	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x43},       // jeq #67,36
-	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x44},       // jeq #68,35
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x3f},       // jeq #63,34
-	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x40},       // jeq #64,33
-	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x38},       // jeq #56,32
-	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x39},       // jeq #57,31
-	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x114},      // jeq #276,30
-	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x23},       // jeq #35,29
-	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x22},       // jeq #34,28
-	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x50},       // jeq #80,27
-	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x2c},       // jeq #44,26
-	{Code: 0x0015, Jt: 25, Jf: 0, K: 0x2e},       // jeq #46,25
-	{Code: 0x0015, Jt: 24, Jf: 0, K: 0x19},       // jeq #25,24
-	{Code: 0x0015, Jt: 23, Jf: 0, K: 0x3d},       // jeq #61,23
-	{Code: 0x0015, Jt: 22, Jf: 0, K: 0x3e},       // jeq #62,22
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x62},       // jeq #98,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x65},       // jeq #101,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x73},       // jeq #115,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x7c},       // jeq #124,58
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0xde},       // jeq #222,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0xd7},       // jeq #215,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xe9},       // jeq #233,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xe2},       // jeq #226,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x8b},       // jeq #139,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x87},       // jeq #135,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x84},       // jeq #132,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xb2},       // jeq #178,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x83},       // jeq #131,49
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xac},       // jeq #172,48
+	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x5d},       // jeq #93,47
+	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x5e},       // jeq #94,46
+	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x80},       // jeq #128,45
+	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x71},       // jeq #113,44
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0xa9},       // jeq #169,43
+	{Code: 0x0015, Jt: 42, Jf: 0, K: 0x16},       // jeq #22,42
+	{Code: 0x0015, Jt: 41, Jf: 0, K: 0x1b9},      // jeq #441,41
+	{Code: 0x0015, Jt: 40, Jf: 0, K: 0x15},       // jeq #21,40
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x49},       // jeq #73,39
+	{Code: 0x0015, Jt: 38, Jf: 0, K: 0xf3},       // jeq #243,38
+	{Code: 0x0015, Jt: 37, Jf: 0, K: 0x43},       // jeq #67,37
+	{Code: 0x0015, Jt: 36, Jf: 0, K: 0x44},       // jeq #68,36
+	{Code: 0x0015, Jt: 35, Jf: 0, K: 0x3f},       // jeq #63,35
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x40},       // jeq #64,34
+	{Code: 0x0015, Jt: 33, Jf: 0, K: 0x38},       // jeq #56,33
+	{Code: 0x0015, Jt: 32, Jf: 0, K: 0x39},       // jeq #57,32
+	{Code: 0x0015, Jt: 31, Jf: 0, K: 0x114},      // jeq #276,31
+	{Code: 0x0015, Jt: 30, Jf: 0, K: 0x23},       // jeq #35,30
+	{Code: 0x0015, Jt: 29, Jf: 0, K: 0x22},       // jeq #34,29
+	{Code: 0x0015, Jt: 28, Jf: 0, K: 0x50},       // jeq #80,28
+	{Code: 0x0015, Jt: 27, Jf: 0, K: 0x2c},       // jeq #44,27
+	{Code: 0x0015, Jt: 26, Jf: 0, K: 0x2e},       // jeq #46,26
+	{Code: 0x0015, Jt: 25, Jf: 0, K: 0x19},       // jeq #25,25
+	{Code: 0x0015, Jt: 24, Jf: 0, K: 0x3d},       // jeq #61,24
+	{Code: 0x0015, Jt: 23, Jf: 0, K: 0x3e},       // jeq #62,23
+	{Code: 0x0015, Jt: 22, Jf: 0, K: 0x4f},       // jeq #79,22
 	{Code: 0x0015, Jt: 21, Jf: 0, K: 0xbf},       // jeq #191,21
 	{Code: 0x0015, Jt: 20, Jf: 0, K: 0xc0},       // jeq #192,20
 	{Code: 0x0015, Jt: 19, Jf: 0, K: 0x1a4},      // jeq #420,19
