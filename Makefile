@@ -76,6 +76,7 @@ seccomp:
 	GOARCH=386 go test -count=1 -run '^TestSeccomp' . -update
 	GOARCH=arm64 go test -exec qemu-aarch64 -count=1 -run '^TestSeccompFilter$$' . -update
 	GOARCH=arm go test -exec qemu-arm -count=1 -run '^TestSeccompFilter$$' . -update
+	GOARCH=s390x go test -exec qemu-s390x -count=1 -run '^TestSeccompOtherArches$$' . -update
 
 # Installation, as a package would: DESTDIR, PREFIX, SBINDIR, MANDIR, UNITDIR.
 # UNIT=init/notify/atopacct.service installs the Type=notify variant instead.

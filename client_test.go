@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -161,6 +162,16 @@ func attached(tb testing.TB, top string) *client {
 // stormEnv makes the re-executed test binary a storm generator (TestMain).
 const stormEnv = "ATOPACCTD_TEST_STORM"
 
+// clone(2)'s first two arguments, flags and stack: s390x takes them the
+// other way round (CONFIG_CLONE_BACKWARDS2).
+var cloneFlags, cloneStack uintptr = uintptr(syscall.SIGCHLD), 0
+
+func init() {
+	if runtime.GOARCH == "s390x" {
+		cloneFlags, cloneStack = cloneStack, cloneFlags
+	}
+}
+
 // stormMain forks n children that _exit at once, one after the other, and
 // writes its own pid, then theirs, to the file named by stormEnv's value
 // after the count.
@@ -170,7 +181,7 @@ func stormMain(spec string) {
 	fmt.Sscanf(spec, "%d:%s", &n, &out)
 	pids := binary.NativeEndian.AppendUint32(make([]byte, 0, 4*n+4), uint32(os.Getpid()))
 	for i := 0; i < n; i++ {
-		pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+		pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, cloneFlags, cloneStack, 0, 0, 0, 0)
 		if errno != 0 {
 			fmt.Fprintln(os.Stderr, "clone:", errno)
 			os.Exit(1)
