@@ -30,7 +30,7 @@ import (
 // 386 natively on amd64 (make test386), the others on their own kernel under
 // qemu-system (make vm VMARCH=...). Elsewhere the daemon logs calls the list
 // lacks rather than refusing them.
-var verifiedArches = []string{"amd64", "386", "arm64", "s390x", "ppc64le"}
+var verifiedArches = []string{"amd64", "386", "arm64", "arm", "s390x", "ppc64le"}
 
 var update = flag.Bool("update", false, "rewrite zseccomp_GOARCH.go from the allow-list (make seccomp)")
 
