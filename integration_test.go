@@ -549,6 +549,27 @@ func TestIntegrationShutdown(t *testing.T) {
 
 // tool finds a program a test needs: $env, then the PATH. Missing, it skips
 // the test, or fails it in CI, saying where it comes from.
+// TestIntegrationNoNice: without CAP_SYS_NICE (a unit that withholds it) the
+// daemon says once that it copies at the usual priority, and runs on.
+func TestIntegrationNoNice(t *testing.T) {
+	bin := integration(t)
+	setpriv := tool(t, "SETPRIV", "setpriv", "apt-get install util-linux")
+	wrap := filepath.Join(t.TempDir(), "atopacctd")
+	script := "#!/bin/sh\nexec " + setpriv + " --bounding-set=-sys_nice " + bin + ` "$@"` + "\n"
+	if err := os.WriteFile(wrap, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr := startForeground(t, wrap, newTop(t), "--pidfile", "")
+	want := "nice -20: setpriority: permission denied: copying at the usual priority"
+	if got := stderr.String(); strings.Count(got, want) != 1 {
+		t.Errorf("stderr %q, want one %q", got, want)
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit: %v; stderr: %s", err, stderr)
+	}
+}
+
 func tool(t *testing.T, env, name, from string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {

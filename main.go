@@ -513,7 +513,9 @@ func (d *daemon) startup() error {
 	if err := d.writePidfile(); err != nil {
 		return fail(exitFiles, err)
 	}
-	renice()
+	if err := renice(); err != nil {
+		d.log.noticef("nice -20: %v: copying at the usual priority", err)
+	}
 	d.shed()
 	notify := notifySocket(d.opts.foreground)
 	if d.opts.noSandbox {
@@ -583,18 +585,21 @@ func (d *daemon) signals() {
 }
 
 // renice sets nice -20 on every thread: setpriority(2) is per thread on
-// Linux, and threads started later inherit it from their creator.
-func renice() {
+// Linux, and threads started later inherit it from their creator. EACCES
+// without CAP_SYS_NICE (a unit or container that withholds it).
+func renice() error {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		unix.Setpriority(unix.PRIO_PROCESS, 0, -20)
-		return
+		return os.NewSyscallError("setpriority", unix.Setpriority(unix.PRIO_PROCESS, 0, -20))
 	}
 	for _, t := range tasks {
 		if tid, err := strconv.Atoi(t.Name()); err == nil {
-			unix.Setpriority(unix.PRIO_PROCESS, tid, -20)
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, -20); err != nil {
+				return os.NewSyscallError("setpriority", err)
+			}
 		}
 	}
+	return nil
 }
 
 // notifySocket connects to $NOTIFY_SOCKET (systemd Type=notify) in the
