@@ -547,8 +547,6 @@ func TestIntegrationShutdown(t *testing.T) {
 	}
 }
 
-// tool finds a program a test needs: $env, then the PATH. Missing, it skips
-// the test, or fails it in CI, saying where it comes from.
 // TestIntegrationNoNice: without CAP_SYS_NICE (a unit that withholds it) the
 // daemon says once that it copies at the usual priority, and runs on.
 func TestIntegrationNoNice(t *testing.T) {
@@ -570,6 +568,8 @@ func TestIntegrationNoNice(t *testing.T) {
 	}
 }
 
+// tool finds a program a test needs: $env, then the PATH. Missing, it skips
+// the test, or fails it in CI, saying where it comes from.
 func tool(t *testing.T, env, name, from string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {
