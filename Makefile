@@ -69,8 +69,10 @@ bench: atopacctd
 	echo '```' >> docs/BENCHMARKS.md
 
 # The seccomp programs the daemon carries (zseccomp_GOARCH.go), assembled by
-# go-seccomp-bpf from the lists in sandbox.go; after changing a list. arm and
-# arm64 run under qemu-user (apt-get install qemu-user).
+# go-seccomp-bpf from the lists in sandbox.go; after changing a list. arm,
+# arm64 and s390x run under qemu-user (apt-get install qemu-user): s390x
+# because go-seccomp-bpf places argument words by the assembling machine's
+# byte order.
 seccomp:
 	go test -count=1 -run '^TestSeccomp' . -update
 	GOARCH=386 go test -count=1 -run '^TestSeccomp' . -update

@@ -123,7 +123,7 @@ func benchRound(t *testing.T, bin string, records int) benchFigures {
 		}
 		f.lost = 0
 		for _, r := range runs {
-			f.lost += len(r.pids) - countOwn(c, r)
+			f.lost += len(r.pids) - c.children(r.parent)
 		}
 		if f.lost == 0 || time.Now().After(deadline) {
 			break
@@ -148,17 +148,6 @@ func benchRound(t *testing.T, bin string, records int) benchFigures {
 	f.syscalls = syscallsPerRecord(t, c, d.pid, 50000)
 	f.rssKB = procKB(d.pid, "VmHWM")
 	return f
-}
-
-// countOwn counts the records of run's children the client read.
-func countOwn(c *client, r stormRun) int {
-	n := 0
-	for _, pp := range c.ppids {
-		if pp == r.parent {
-			n++
-		}
-	}
-	return n
 }
 
 // latency measures, one exit at a time 20 ms apart, the time from the
@@ -212,7 +201,7 @@ func syscallsPerRecord(t *testing.T, c *client, pid, n int) float64 {
 	time.Sleep(500 * time.Millisecond) // attached to every thread
 	have := len(c.pids)
 	r := storm(t, n)
-	for deadline := time.Now().Add(30 * time.Second); countOwn(c, r) < n && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); c.children(r.parent) < n && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		c.poll()
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -239,12 +228,11 @@ func cpuTicks(t *testing.T, pid int) int {
 
 // statusInt reads "key: N" from our daemon's status file; -1 for others.
 func statusInt(t *testing.T, top, key string) int {
-	b, err := os.ReadFile(filepath.Join(top, shadowDir, statusName))
-	if err != nil {
+	if _, err := os.Stat(filepath.Join(top, shadowDir, statusName)); err != nil {
 		return -1
 	}
 	time.Sleep(1100 * time.Millisecond) // published at most once a second
-	b, _ = os.ReadFile(filepath.Join(top, shadowDir, statusName))
+	b, _ := readStatus(top)             // rewritten in place: read until two reads agree
 	return statusNumber(string(b), key)
 }
 

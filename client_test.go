@@ -71,9 +71,13 @@ func (c *client) attach() error {
 	return c.open(seq)
 }
 
+// pafName is a shadow file's name as PROTOCOL.md gives it (and atop builds
+// it), spelled apart from the daemon's formatName on purpose.
+func pafName(seq int64) string { return fmt.Sprintf("%010d.paf", seq) }
+
 // open opens and read-locks file seq, then lets go of the previous file.
 func (c *client) open(seq int64) error {
-	f, err := os.Open(filepath.Join(c.dir, fmt.Sprintf("%010d.paf", seq)))
+	f, err := os.Open(filepath.Join(c.dir, pafName(seq)))
 	if err != nil {
 		return err
 	}
@@ -122,7 +126,7 @@ func (c *client) poll() error {
 				return err
 			}
 		case c.off == c.max*64:
-			if _, err := os.Stat(filepath.Join(c.dir, fmt.Sprintf("%010d.paf", c.seq+1))); err != nil {
+			if _, err := os.Stat(filepath.Join(c.dir, pafName(c.seq+1))); err != nil {
 				return nil // the daemon creates it in a moment
 			}
 			c.fullSize = append(c.fullSize, st.Size)
@@ -161,6 +165,18 @@ func attached(tb testing.TB, top string) *client {
 
 // stormEnv makes the re-executed test binary a storm generator (TestMain).
 const stormEnv = "ATOPACCTD_TEST_STORM"
+
+// children counts the records the client read of processes whose parent is
+// parent (a storm's).
+func (c *client) children(parent uint32) int {
+	n := 0
+	for _, p := range c.ppids {
+		if p == parent {
+			n++
+		}
+	}
+	return n
+}
 
 // clone(2)'s first two arguments, flags and stack: s390x takes them the
 // other way round (CONFIG_CLONE_BACKWARDS2).
@@ -266,13 +282,7 @@ func clientMain(top string) {
 				fmt.Printf("error: %v\n", err)
 				os.Exit(1)
 			}
-			got = 0
-			for _, p := range c.ppids {
-				if p == parent {
-					got++
-				}
-			}
-			if got >= n || time.Now().After(deadline) {
+			if got = c.children(parent); got >= n || time.Now().After(deadline) {
 				break
 			}
 		}

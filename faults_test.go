@@ -217,15 +217,9 @@ func fill(t *testing.T, top string, freePermille uint64) string {
 // acctParams sets /proc/sys/kernel/acct for the test (the kernel checks the
 // free space every 30 s by default) and restores it.
 func acctParams(t *testing.T, v string) {
-	const name = "/proc/sys/kernel/acct"
-	old, err := os.ReadFile(name)
-	if err != nil {
+	if err := sysctl(t, "kernel/acct", v); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(name, []byte(v), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.WriteFile(name, old, 0o644) })
 }
 
 // 4. The kernel suspended accounting (free space below its low-water mark):
@@ -324,7 +318,7 @@ func TestFaultFilesRemoved(t *testing.T) {
 		{"newest shadow file", ".paf was removed: recreated", func() {
 			cur, _ := os.ReadFile(filepath.Join(dir, currentName))
 			seq, _, _ := parseCurrent(cur)
-			os.Remove(filepath.Join(dir, fmt.Sprintf("%010d.paf", seq)))
+			os.Remove(filepath.Join(dir, pafName(seq)))
 		}},
 		{"pacct_shadow.d", "pacct_shadow.d was removed", func() { os.RemoveAll(dir) }},
 		{"source files", "a source file was removed", func() {

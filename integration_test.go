@@ -568,6 +568,20 @@ func TestIntegrationNoNice(t *testing.T) {
 	}
 }
 
+// sysctl sets /proc/sys/name to value for the test and restores it after.
+func sysctl(t *testing.T, name, value string) error {
+	p := filepath.Join("/proc/sys", name)
+	old, err := os.ReadFile(p)
+	if err == nil {
+		err = os.WriteFile(p, []byte(value), 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { os.WriteFile(p, old, 0o644) })
+	return nil
+}
+
 // tool finds a program a test needs: $env, then the PATH. Missing, it skips
 // the test, or fails it in CI, saying where it comes from.
 func tool(t *testing.T, env, name, from string) string {
@@ -657,7 +671,7 @@ func TestIntegrationDumpAcct(t *testing.T) {
 	follow(t, c, storm(t, 3500))
 	files, records := 0, 0
 	for seq := range shadowFiles(t, top) {
-		name := filepath.Join(top, shadowDir, fmt.Sprintf("%010d.paf", seq))
+		name := filepath.Join(top, shadowDir, pafName(seq))
 		data, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
@@ -674,12 +688,12 @@ func TestIntegrationDumpAcct(t *testing.T) {
 			}
 		}
 		var want []string
-		for i := 0; i+64 <= len(data); i += 64 {
+		for i := 0; i+sizeofAcctV3 <= len(data); i += sizeofAcctV3 {
 			f, err := parseFormat(data[i:])
 			if err != nil {
 				t.Fatal(err)
 			}
-			want = append(want, strconv.Itoa(int(f.pid(data[i:i+64]))))
+			want = append(want, strconv.Itoa(int(f.pid(data[i:i+sizeofAcctV3]))))
 		}
 		if !slices.Equal(pids, want) {
 			t.Errorf("%s: dump-acct shows %d records, the file holds %d (first pids %v, want %v)", name, len(pids), len(want), pids[:min(3, len(pids))], want[:min(3, len(want))])

@@ -469,7 +469,7 @@ func (s *shadow) recreate() error {
 // usage returns the number of shadow files and their total size, from what
 // the daemon wrote and collected (files removed by others count until the
 // next collection); it makes no system call.
-func (s *shadow) usage() (files int64, bytes int64) {
+func (s *shadow) usage() (files, size int64) {
 	files = s.seq - s.oldest + 1
 	return files, ((files-1)*s.max + s.n) * int64(s.recSize)
 }

@@ -135,7 +135,7 @@ func TestShadowWrite(t *testing.T) {
 		}
 	}
 	for seq, want := range []int64{640, 640, 320} {
-		st, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%010d.paf", seq)))
+		st, err := os.Stat(filepath.Join(dir, pafName(int64(seq))))
 		if err != nil || st.Size() != want || st.Mode().Perm() != 0o644 {
 			t.Errorf("file %d: %v, %v; want %d bytes, mode 0644", seq, st, err, want)
 		}
@@ -174,8 +174,8 @@ func TestShadowResetAndCollect(t *testing.T) {
 	if fmt.Sprint(seqs) != "[2 3 4]" {
 		t.Errorf("after collect: %v, want [2 3 4] (stops at the locked file)", seqs)
 	}
-	if files, bytes := s.usage(); files != 3 || bytes != 5*64 {
-		t.Errorf("usage: %d files, %d bytes; want 3 and %d", files, bytes, 5*64)
+	if files, size := s.usage(); files != 3 || size != 5*64 {
+		t.Errorf("usage: %d files, %d bytes; want 3 and %d", files, size, 5*64)
 	}
 	f.Close()
 	if removed, _ := s.collect(); removed != 2 {
@@ -268,8 +268,6 @@ func copyStep(tb testing.TB, max int64) (*daemon, int) {
 	return d, w
 }
 
-// TestCopyAllocs proves that the copy step (read the source, check the
-// semaphores, write, rotate shadow files) allocates nothing.
 // TestCollectAllocs: collection runs every --gc-interval for as long as the
 // daemon does; garbage there would grow its memory until a GC, hours later.
 func TestCollectAllocs(t *testing.T) {
@@ -291,6 +289,8 @@ func TestCollectAllocs(t *testing.T) {
 	}
 }
 
+// TestCopyAllocs proves that the copy step (read the source, check the
+// semaphores, write, rotate shadow files) allocates nothing.
 func TestCopyAllocs(t *testing.T) {
 	d, w := copyStep(t, 100)
 	batch := records(37, 0)
