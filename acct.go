@@ -2,6 +2,7 @@
 // file, and the record format.
 // Speaks acct(2), acct(5), include/uapi/linux/acct.h and the "acct" entry of
 // Documentation/admin-guide/sysctl/kernel.rst.
+
 package main
 
 import (
@@ -258,7 +259,8 @@ func (s *source) finishSwitch() error {
 	old := s.fds[s.cur]
 	s.cur, s.off = 1-s.cur, 0
 	if err := unix.Ftruncate(old, 0); err != nil {
-		return fmt.Errorf("empty %s: %w", sourceNext, os.NewSyscallError("ftruncate", err))
+		// Named pacct_source until the exchange below.
+		return fmt.Errorf("empty %s: %w", sourceName, os.NewSyscallError("ftruncate", err))
 	}
 	if err := renameat2(s.top, s.nextName, s.top, s.name, unix.RENAME_EXCHANGE); err != nil {
 		return fmt.Errorf("exchange %s and %s: %w", sourceName, sourceNext, os.NewSyscallError("renameat2", err))

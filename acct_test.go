@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // acctV3 mirrors struct acct_v3 to check the offsets used by acct.go.
@@ -188,4 +191,24 @@ func FuzzParseFormat(f *testing.F) {
 			t.Errorf("version byte %#x: %+v", v, got)
 		}
 	})
+}
+
+// TestFinishSwitchError: the file emptied after a switch is named
+// pacct_source until the names are exchanged; the error says so.
+func TestFinishSwitchError(t *testing.T) {
+	s, _ := testShadow(t, 10)
+	src := newSource(s.top)
+	if err := src.create(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := unix.Openat(s.top, sourceName, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(src.fds[0])
+	src.fds[0] = ro // ftruncate fails on it
+	err = src.finishSwitch()
+	if err == nil || !strings.HasPrefix(err.Error(), "empty "+sourceName+":") {
+		t.Errorf("got %v, want an error naming %s", err, sourceName)
+	}
 }

@@ -676,7 +676,13 @@ func TestIntegrationDumpAcct(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command(dump, name).Output()
+		// dump-acct reads a copy: other exits (the last dump-acct's)
+		// still append to the newest file.
+		snap := filepath.Join(t.TempDir(), pafName(seq))
+		if err := os.WriteFile(snap, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(dump, snap).Output()
 		if err != nil {
 			t.Fatalf("dump-acct %s: %v", name, err)
 		}
@@ -762,5 +768,30 @@ func TestIntegrationInitScript(t *testing.T) {
 				t.Errorf("top directory after stop holds %v", names)
 			}
 		}
+	}
+}
+
+// TestIntegrationNotifyFailure: a $NOTIFY_SOCKET the daemon cannot reach
+// costs one line saying so (a Type=notify start would otherwise time out
+// with no word why); the daemon runs on and stops cleanly.
+func TestIntegrationNotifyFailure(t *testing.T) {
+	bin := integration(t)
+	sock := filepath.Join(t.TempDir(), "missing")
+	cmd := exec.Command(bin, "-f", "--pidfile", "", newTop(t))
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, 10*time.Second, "the daemon to start", func() bool { return strings.Contains(stderr.String(), "started") })
+	want := "notify socket " + sock + ": connect: no such file or directory: systemd will not hear that the daemon is ready"
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr %q lacks %q", stderr, want)
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGTERM: %v; stderr %s", err, stderr)
 	}
 }

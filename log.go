@@ -3,6 +3,7 @@
 // /dev/log, facility LOG_DAEMON, ident "atopacctd" with the pid; on a stderr
 // that is systemd's journal ($JOURNAL_STREAM, systemd.exec(5)), the "<N>"
 // priority prefix of sd-daemon(3).
+
 package main
 
 import (

@@ -3,6 +3,7 @@
 // Speaks netlink(7), include/uapi/linux/connector.h, include/uapi/linux/cn_proc.h,
 // Documentation/driver-api/connector.rst, socket(7) (SO_ATTACH_FILTER) and
 // recvmmsg(2).
+
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +41,9 @@ const (
 	recvBatch = 64   // messages per recvmmsg(2)
 	rcvBuf    = 2048 // SO_RCVBUF: the kernel doubles it, room for a few events
 	recvSize  = 128  // bytes per message buffer (a message is exitMsgLen)
+
+	probeEnv  = "ATOPACCTD_EXIT_PROBE" // set in the child whose exit checks the subscription
+	probeWait = time.Second
 )
 
 // encodeListen builds the message that subscribes to (or leaves) the proc
@@ -205,6 +210,32 @@ func (c *procConn) drain() (events int, overrun bool, err error) {
 // errNoEvents reports a subscription the kernel accepted but serves nothing
 // through (seen inside a new pid namespace).
 var errNoEvents = errors.New("the proc connector delivers no exit events")
+
+// probe starts a child that exits at once and waits for its exit event: a
+// subscription can be accepted and still deliver nothing (new pid namespace).
+func (c *procConn) probe() error {
+	p, err := os.StartProcess("/proc/self/exe", []string{"atopacctd"}, &os.ProcAttr{Env: []string{probeEnv + "=1"}})
+	if err != nil {
+		return fmt.Errorf("start exit probe: %w", err)
+	}
+	defer p.Wait()
+	c.watch, c.seen = uint32(p.Pid), false
+	deadline := time.Now().Add(probeWait)
+	for !c.seen {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errNoEvents
+		}
+		fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+			return os.NewSyscallError("poll", err)
+		}
+		if _, _, err := c.drain(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // close leaves the multicast group (the kernel counts listeners) and closes.
 func (c *procConn) close() {

@@ -5,6 +5,7 @@
 // PR_SET_SECUREBITS), setrlimit(2), landlock(7) (landlock_create_ruleset(2),
 // landlock_add_rule(2), landlock_restrict_self(2)), seccomp(2)
 // (SECCOMP_FILTER_FLAG_TSYNC), include/uapi/linux/landlock.h.
+
 package main
 
 import (

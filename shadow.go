@@ -2,6 +2,7 @@
 // clients read, the "current" file naming the newest, and their collection.
 // Speaks openat(2), renameat2(2), unlinkat(2), fcntl(2) (F_SETLK) and the file
 // contract in PROTOCOL.md ("Files").
+
 package main
 
 import (
@@ -427,7 +428,6 @@ func (s *shadow) collect() (removed int, err error) {
 // from) waits in s.repaired, and is reported the same way.
 func (s *shadow) repair() (string, error) {
 	var err error
-	var st unix.Stat_t
 	switch {
 	case s.repaired != "":
 	case s.dirRemoved():
@@ -436,13 +436,23 @@ func (s *shadow) repair() (string, error) {
 	case unlinked(s.fd):
 		s.repaired = s.fileLabel()
 		err = s.start(s.seq + 1)
-	case errors.Is(unix.Fstatat(s.dir, currentName, &st, unix.AT_SYMLINK_NOFOLLOW), unix.ENOENT):
+	case s.currentMissing():
 		s.repaired = currentName
 		err = s.writeCurrent(s.seq)
 	}
 	what := s.repaired
 	s.repaired = ""
 	return what, err
+}
+
+// currentMissing reports whether current has no name (a plain openat with
+// O_PATH: fstatat would need the name as a fresh C string every second).
+func (s *shadow) currentMissing() bool {
+	fd, err := openat(s.dir, s.curName, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return errors.Is(err, unix.ENOENT)
 }
 
 // fileLabel names the file being written, for the log.

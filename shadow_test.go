@@ -262,7 +262,7 @@ func copyStep(tb testing.TB, max int64) (*daemon, int) {
 	tb.Cleanup(func() { semctl(id, 0, unix.IPC_RMID, nil) })
 	vals := [2]uint16{maxClients - 1, 1}
 	semctl(id, 0, setAll, unsafe.Pointer(&vals[0]))
-	d := newDaemon(options{records: max, sourceMax: 1 << 40}, s.top, newLogger(nil))
+	d := newDaemon(options{records: max, sourceMax: 1 << 40}, s.top, newLogger(nil), nil)
 	d.src, d.sh, d.sem.public = src, s, id
 	d.buf = make([]byte, readRecords*64)
 	return d, w

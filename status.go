@@ -2,6 +2,7 @@
 // The daemon rewrites TOP/pacct_shadow.d/status (0644, "key: value" lines,
 // ignored by atop) at most once a second when it changed; --status reads it,
 // and the public semaphore for the live client count, as any user.
+
 package main
 
 import (

@@ -1,0 +1,192 @@
+// Daemonizing and readiness: the starting process re-executes the binary in
+// a new session and exits only once the daemon reports ready (or its exit
+// code and error) through a pipe; the PID file for Type=forking units; READY=1
+// over $NOTIFY_SOCKET for Type=notify units.
+// Speaks setsid(2), pipe(2), unix(7) datagrams and sd_notify(3).
+
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	readyFDEnv = "ATOPACCTD_READY_FD" // set in the re-executed daemon: its readiness pipe
+	readyLine  = "ready"
+	readyWait  = 30 * time.Second
+)
+
+// formatReady encodes the daemon's report to the starting process, one
+// line: "ready", or "<exit code> <error>" when the start failed.
+func formatReady(code int, err error) []byte {
+	if code == exitOK {
+		return []byte(readyLine + "\n")
+	}
+	msg := "failed"
+	if err != nil {
+		msg = strings.ReplaceAll(err.Error(), "\n", " ")
+	}
+	return []byte(strconv.Itoa(code) + " " + msg + "\n")
+}
+
+// parseReady decodes a report line (without its newline): ready, or the exit
+// code and error of a failed start; ok is false for anything else.
+func parseReady(line string) (ready bool, code int, msg string, ok bool) {
+	if line == readyLine {
+		return true, exitOK, "", true
+	}
+	codeStr, msg, found := strings.Cut(line, " ")
+	code, err := strconv.Atoi(codeStr)
+	if !found || err != nil || code <= 0 || code > 255 {
+		return false, 0, "", false
+	}
+	return false, code, msg, true
+}
+
+// readyPipe returns the readiness pipe of a re-executed daemon, else nil.
+func readyPipe() *os.File {
+	s := os.Getenv(readyFDEnv)
+	if s == "" {
+		return nil
+	}
+	os.Unsetenv(readyFDEnv)
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "readiness pipe")
+}
+
+// daemonize starts the daemon in a new session and waits until it reports
+// ready (exit 0) or fails (its exit code and error line); it never hangs.
+func daemonize(args []string, log *logger) int {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		log.errorf("readiness pipe: %v", err)
+		return exitFiles
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		log.errorf("%v", err)
+		return exitFiles
+	}
+	p, err := os.StartProcess(exe, append([]string{"atopacctd"}, args...), &os.ProcAttr{
+		Dir: "/", Env: append(os.Environ(), readyFDEnv+"=3"), Files: []*os.File{null, null, null, w},
+		Sys: &syscall.SysProcAttr{Setsid: true}})
+	null.Close()
+	w.Close()
+	if err != nil {
+		log.errorf("start daemon %s: %v", exe, err)
+		return exitFiles
+	}
+	r.SetReadDeadline(time.Now().Add(readyWait))
+	line, err := bufio.NewReader(r).ReadString('\n')
+	ready, code, msg, ok := parseReady(strings.TrimSuffix(line, "\n"))
+	switch {
+	case ready:
+		return exitOK
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		p.Kill() // our own child, through its pidfd
+		p.Wait()
+		log.errorf("daemon (pid %d) not ready after %s: killed", p.Pid, readyWait)
+		return exitFiles
+	}
+	st, _ := p.Wait()
+	if ok {
+		log.errorf("%s", msg)
+		return code
+	}
+	log.errorf("daemon exited before it was ready (%s)", st)
+	if code = st.ExitCode(); code <= 0 {
+		code = exitFiles
+	}
+	return code
+}
+
+// writePidfile writes "<pid>\n" to path ("" = none), never through a
+// symbolic link.
+func writePidfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	data := strconv.Itoa(os.Getpid()) + "\n"
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err == nil {
+		_, err = unix.Write(fd, []byte(data))
+		unix.Close(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("PID file %s: %w", path, err)
+	}
+	return nil
+}
+
+// removePidfile removes path if it still holds this process's PID.
+func removePidfile(path string) {
+	if b, err := os.ReadFile(path); err == nil && string(b) == strconv.Itoa(os.Getpid())+"\n" {
+		os.Remove(path)
+	}
+}
+
+// notifier is the socket $NOTIFY_SOCKET names (systemd Type=notify),
+// connected before the sandbox; fd is -1 when there is none.
+type notifier struct {
+	fd   int
+	path string
+}
+
+// openNotify connects to $NOTIFY_SOCKET ("@" starts an abstract name). The
+// socket does not block: a notification systemd cannot take at once is an
+// error, never a daemon stalled before it is ready.
+func openNotify() (notifier, error) {
+	n := notifier{fd: -1, path: os.Getenv("NOTIFY_SOCKET")}
+	if n.path == "" {
+		return n, nil
+	}
+	addr := n.path
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:]
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return n, fmt.Errorf("notify socket %s: %w", n.path, os.NewSyscallError("socket", err))
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
+		unix.Close(fd)
+		return n, fmt.Errorf("notify socket %s: %w", n.path, os.NewSyscallError("connect", err))
+	}
+	n.fd = fd
+	return n, nil
+}
+
+// send sends one notification ("READY=1"); nothing without a socket.
+func (n *notifier) send(msg string) error {
+	if n.fd < 0 {
+		return nil
+	}
+	if _, err := unix.Write(n.fd, []byte(msg)); err != nil {
+		return fmt.Errorf("notify socket %s: %s: %w", n.path, msg, os.NewSyscallError("write", err))
+	}
+	return nil
+}
+
+func (n *notifier) close() {
+	if n.fd >= 0 {
+		unix.Close(n.fd)
+		n.fd = -1
+	}
+}

@@ -1,0 +1,363 @@
+// The main loop: wait for exit events, signals or the next deadline; copy
+// what the source file holds to the shadow files, or drop it when no client
+// wants it; rotate the source file; the once-a-second duties and the garbage
+// collection. One turn (wakeup) allocates nothing.
+// Speaks ppoll(2), signal(7), pipe(2) and PROTOCOL.md ("The daemon's duties").
+
+package main
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	tick      = time.Second // status, disk guard and repairs happen at most this often
+	lostAfter = 3 * time.Second
+
+	// Coalescing (pacer): records arriving at stormRate or faster, measured
+	// over at least stormWindow or stormRecords, are a storm.
+	stormRate     = 2000 // records per second
+	stormWindow   = 5 * time.Millisecond
+	stormRecords  = 10
+	coalesce      = 10 * time.Millisecond // the first pause of a storm
+	stormCoalesce = 25 * time.Millisecond // the pause while it lasts: the longest records wait
+)
+
+// pacer decides whether the loop pauses before its next look at netlink, so
+// that a storm's exits are copied in batches: each turn costs about the same
+// whatever it copies, and under a storm the daemon's CPU falls with the pause
+// (100,000 exits from two workers: 7-9 clock ticks with 10 ms, 5-6 with 25 ms,
+// 3-4 with 50 ms). It judges by the rate records arrive at, over a window of
+// its own, never by how many one turn found: a pause gathers more records
+// whatever the rate, and would otherwise keep an ordinary background of a
+// few hundred exits a second in storm pauses. Below stormRate every exit is
+// copied at once.
+type pacer struct {
+	start   time.Time // of the window being counted
+	records uint64    // records copied in it so far
+	storm   bool      // the last window was a storm
+}
+
+// next takes the end of a turn and the records it copied, and returns the
+// pause before the next turn (0: wait for the next event).
+func (p *pacer) next(now time.Time, records uint64) time.Duration {
+	p.records += records
+	elapsed := now.Sub(p.start)
+	if p.records < stormRecords && elapsed < stormWindow {
+		return 0 // too few records, too short a time to judge yet
+	}
+	storm := p.records*uint64(time.Second) >= stormRate*uint64(max(elapsed, 0))
+	p.start, p.records = now, 0
+	pause := time.Duration(0)
+	switch {
+	case storm && p.storm:
+		pause = stormCoalesce
+	case storm:
+		pause = coalesce
+	}
+	p.storm = storm
+	return pause
+}
+
+// sigPipe carries SIGTERM, SIGINT, SIGQUIT and SIGUSR1 from the signal
+// goroutine into the loop's poll set, one byte each.
+type sigPipe struct{ r, w int }
+
+// open makes the pipe and starts routing the signals into it; SIGHUP is
+// ignored. Until it succeeds, those signals keep their default action
+// (the daemon dies), which is why a failure here is fatal: the daemon stops
+// before it switches accounting on, not after with no way to stop cleanly.
+func (p *sigPipe) open() error {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return os.NewSyscallError("signal pipe: pipe2", err)
+	}
+	p.r, p.w = fds[0], fds[1]
+	signal.Ignore(unix.SIGHUP)
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1)
+	go func(w int) {
+		for s := range c {
+			unix.Write(w, []byte{byte(s.(syscall.Signal))})
+		}
+	}(p.w)
+	return nil
+}
+
+// pollSet points the poll set at the signal pipe and, when there is one,
+// the netlink socket; it returns how many descriptors to poll.
+func (d *daemon) pollSet() int {
+	d.pfds[0] = unix.PollFd{Fd: int32(d.sig.r), Events: unix.POLLIN}
+	if d.nl == nil {
+		return 1
+	}
+	d.pfds[1] = unix.PollFd{Fd: int32(d.nl.fd), Events: unix.POLLIN}
+	return 2
+}
+
+// loop runs turns until a signal or a fatal error, then cleans up.
+func (d *daemon) loop() int {
+	n := d.pollSet()
+	for d.stopCode < 0 {
+		if err := d.wakeup(n); err != nil {
+			d.log.errorf("%v: accounting switched off, stopping", err)
+			d.stopCode = exitCode(err, exitFiles)
+		}
+	}
+	d.cleanup()
+	return d.stopCode
+}
+
+// wakeup is one turn of the loop: pause or poll, signals, events, copy,
+// periodic work. time.Sleep, not a raw pause: the runtime's monitor then
+// sleeps too, and the signal goroutine runs meanwhile.
+func (d *daemon) wakeup(nfds int) error {
+	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.nextGC.Sub(d.now))
+	paused := d.pause > 0 && nfds > 1
+	if paused {
+		time.Sleep(min(timeout, d.pause))
+		nfds, timeout = 1, 0 // then only a look at the signal pipe
+	}
+	d.pfds[1].Revents = 0
+	d.timeout = unix.NsecToTimespec(int64(max(timeout, 0)))
+	if _, err := unix.Ppoll(d.pfds[:nfds], &d.timeout, nil); err != nil && err != unix.EINTR {
+		return os.NewSyscallError("ppoll", err)
+	}
+	d.now, d.turn = time.Now(), 0
+	if d.pfds[0].Revents != 0 {
+		d.signalled()
+		if d.stopCode >= 0 {
+			return nil
+		}
+	}
+	if d.nl != nil && (paused || d.pfds[1].Revents != 0) {
+		events, overrun, err := d.nl.drain()
+		if err != nil {
+			return err
+		}
+		if overrun {
+			d.stats.overruns++
+		}
+		d.stats.events += uint64(events)
+		d.acct.exits(d.now, uint64(events))
+	}
+	if err := d.pump(); err != nil {
+		return err
+	}
+	d.pause = d.pace.next(d.now, d.turn)
+	return d.periodic()
+}
+
+// signalled handles what arrived on the signal pipe.
+func (d *daemon) signalled() {
+	var b [16]byte
+	n, _ := unix.Read(d.sig.r, b[:])
+	for _, s := range b[:max(n, 0)] {
+		switch syscall.Signal(s) {
+		case unix.SIGUSR1:
+			d.log.infof("records copied %d, dropped (no clients) %d, skipped (disk full) %d; exit events %d, overruns %d; source rotations %d; current %d/%d",
+				d.stats.copied, d.stats.dropped, d.stats.skipped, d.stats.events, d.stats.overruns, d.stats.rotations, d.sh.seq, d.sh.max)
+		case unix.SIGTERM:
+			d.log.noticef("SIGTERM: stopping")
+			d.stopCode = exitOK
+		default:
+			d.log.noticef("%s: stopping", syscall.Signal(s))
+			d.stopCode = 128 + int(s)
+		}
+	}
+}
+
+// pump copies what the source file holds now, then rotates it if it is full.
+func (d *daemon) pump() error {
+	if err := d.drain(false); err != nil {
+		return err
+	}
+	if d.src.off < d.opts.sourceMax || d.now.Before(d.rotateRetry) {
+		return nil
+	}
+	return d.rotate()
+}
+
+// drain copies records from the source file until its end; dropSelf leaves
+// out the records about the daemon itself.
+func (d *daemon) drain(dropSelf bool) error {
+	for {
+		raw, err := d.src.read(d.buf)
+		if err != nil {
+			return fail(exitFiles, err)
+		}
+		recs := raw
+		if dropSelf {
+			recs = d.src.dropSelf(raw)
+		}
+		if len(recs) > 0 {
+			if err := d.deliver(recs); err != nil {
+				return err
+			}
+		}
+		if len(raw) < len(d.buf) {
+			return nil
+		}
+	}
+}
+
+// rotate switches the kernel to a fresh source file and drains the old one
+// to its end, without the record the switch wrote about the daemon itself.
+func (d *daemon) rotate() error {
+	if err := d.src.beginSwitch(); err != nil {
+		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
+		d.rotateRetry = d.now.Add(tick)
+		return nil
+	}
+	if err := d.drain(true); err != nil {
+		return err
+	}
+	switch err := d.src.finishSwitch(); {
+	case errors.Is(err, unix.ENOENT):
+		// Landlock lets no new source file be made; the open ones serve.
+		if !d.srcUnnamed {
+			d.srcUnnamed = true
+			d.log.warnf("%v: a source file was removed; carrying on with the open files", err)
+		}
+	case err != nil:
+		return fail(exitFiles, err)
+	}
+	d.stats.rotations++
+	return nil
+}
+
+// deliver copies records to the shadow files when a client may want them;
+// it drops them when none can, and skips them while the disk is nearly full.
+func (d *daemon) deliver(recs []byte) error {
+	n := uint64(len(recs) / d.src.format.size)
+	d.turn += n
+	if d.acct.recordsArrived() {
+		d.log.noticef("accounting records arrive again")
+	}
+	want, err := d.clientsPresent()
+	if err != nil {
+		return fail(exitRunning, err)
+	}
+	switch {
+	case !want:
+		d.stats.dropped += n
+		return nil
+	case d.disk.low:
+		d.stats.skipped += n
+		d.disk.skipped += n
+		return nil
+	}
+	written, err := d.sh.write(recs)
+	d.stats.copied += uint64(written)
+	if errors.Is(err, errDiskFull) {
+		d.stats.skipped += n - uint64(written)
+		d.disk.full(n - uint64(written))
+		d.log.warnf("%s: %v: skipping records", shadowDir, err)
+		return nil
+	}
+	if err != nil {
+		return fail(exitFiles, err)
+	}
+	return nil
+}
+
+// What the public semaphores say of clients (presence).
+const (
+	clientsCopy  = iota // a client is registered or attaching: copy
+	clientsDrop         // none, and the shadow files are client-less already: drop
+	clientsReset        // none: take the lock, look again, reset the shadow files
+)
+
+// presence decides from one GETALL: the registered clients, whether the lock
+// is free, and whether the shadow files are in their client-less state.
+func presence(clients int, lockFree, empty bool) int {
+	switch {
+	case clients > 0 || !lockFree:
+		return clientsCopy
+	case empty:
+		return clientsDrop
+	}
+	return clientsReset
+}
+
+// clientsPresent decides whether records are copied. Only when the lock is
+// free and no client counts does the daemon take the lock, look again and
+// reset the shadow files to their client-less state, holding the lock as
+// briefly as that takes.
+func (d *daemon) clientsPresent() (bool, error) {
+	clients, lockFree, err := d.sem.values()
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
+		// Someone removed the public set (ipcrm): clients can no longer
+		// find the daemon. Create it anew; until one registers, none exist.
+		d.log.warnf("public semaphore set %d removed: creating it anew", publicKey)
+		return false, d.sem.createPublic()
+	}
+	if err != nil {
+		return false, err
+	}
+	switch presence(clients, lockFree, d.sh.empty()) {
+	case clientsCopy:
+		return true, nil
+	case clientsDrop:
+		return false, nil
+	}
+	locked, err := d.sem.tryLock()
+	if err != nil || !locked {
+		return true, err // a client took the lock meanwhile: it is attaching
+	}
+	clients, _, err = d.sem.values()
+	if err == nil && clients == 0 {
+		err = d.sh.reset()
+	}
+	if uerr := d.sem.unlock(); err == nil {
+		err = uerr
+	}
+	return clients > 0, err
+}
+
+// periodic runs the once-a-second duties and the garbage collection.
+func (d *daemon) periodic() error {
+	if !d.now.Before(d.nextTick) {
+		d.nextTick = d.now.Add(tick)
+		d.checkDisk()
+		what, err := d.sh.repair()
+		if what != "" {
+			d.log.warnf("%s was removed: recreated it (now at shadow file %d)", what, d.sh.seq)
+		}
+		if err != nil {
+			return fail(exitFiles, err)
+		}
+		d.watchAccounting()
+		d.publish()
+	}
+	if !d.now.Before(d.nextGC) {
+		d.collect()
+	}
+	return nil
+}
+
+// collect removes unused shadow files under the public lock, so that a
+// client between reading current and locking its file is never robbed.
+func (d *daemon) collect() {
+	locked, err := d.sem.tryLock()
+	if err != nil || !locked {
+		d.nextGC = d.now.Add(tick) // a client is attaching: try again soon
+		return
+	}
+	removed, err := d.sh.collect()
+	d.sem.unlock()
+	d.nextGC = d.now.Add(d.opts.gcInterval)
+	if err != nil {
+		d.log.warnf("garbage collection: %v", err)
+	}
+	if removed > 0 {
+		d.log.infof("removed %d unused shadow files", removed)
+	}
+	d.shed() // what rare paths paged in since: the resident set stays the loop's
+}

@@ -1,0 +1,184 @@
+// The accounting and disk watch, once a second: whether another program has
+// taken process accounting or the kernel suspended it (from exit events that
+// bring no record), when to take it back (--reclaim), and the disk guard that
+// skips records while the shadow file system is nearly full. The decisions
+// are pure functions of plain values (acctDecide, diskDecide); the daemon's
+// methods gather the values and act.
+// Speaks statfs(2) and the "acct" entry of
+// Documentation/admin-guide/sysctl/kernel.rst.
+
+package main
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// What the daemon knows of process accounting, from exit events that bring
+// no record (only with the proc connector: polling sees no exits).
+const (
+	acctOn        = iota
+	acctLost      // another program called acct(2): records go elsewhere
+	acctSuspended // the kernel stopped writing: its file system is nearly full
+)
+
+// acctWatch is what the accounting state machine remembers.
+type acctWatch struct {
+	state     int
+	unmatched uint64    // exit events since the last record arrived
+	since     time.Time // when the first of them arrived
+	grace     time.Time // no verdict on missing records before this
+	lostAt    time.Time // when accounting was lost, or the last reclaim was tried
+}
+
+// exits counts exit events that came without a record (so far).
+func (w *acctWatch) exits(now time.Time, n uint64) {
+	if n > 0 && w.unmatched == 0 {
+		w.since = now
+	}
+	w.unmatched += n
+}
+
+// recordsArrived resets the count; true when accounting was thought lost or
+// suspended (worth a line in the log).
+func (w *acctWatch) recordsArrived() bool {
+	w.unmatched = 0
+	back := w.state != acctOn
+	w.state = acctOn
+	return back
+}
+
+// What acctDecide tells the watch to do.
+const (
+	acctKeep    = iota
+	acctResume  // suspended, and the file system has room again: the kernel resumes
+	acctSuspend // starved and the file system is below the resume level
+	acctLose    // starved with room to spare: another program took accounting
+	acctReclaim // lost for --reclaim: take it back
+)
+
+// acctDecide is the accounting state machine: from what the watch remembers,
+// the time, whether the top directory's file system is below the kernel's
+// resume level, and --reclaim (0 = never). Starved is at least 3 exits in
+// lostAfter without a record. A suspended accounting is never reclaimed: the
+// kernel resumes by itself.
+func acctDecide(w acctWatch, now time.Time, below bool, reclaim time.Duration) int {
+	starved := w.unmatched >= 3 && now.Sub(w.since) >= lostAfter && !now.Before(w.grace)
+	switch {
+	case w.state == acctSuspended:
+		if !below {
+			return acctResume
+		}
+	case !starved:
+	case below:
+		return acctSuspend
+	case w.state == acctOn:
+		return acctLose
+	case reclaim > 0 && now.Sub(w.lostAt) >= reclaim:
+		return acctReclaim
+	}
+	return acctKeep
+}
+
+// watchAccounting gathers the values, asks acctDecide, and acts.
+func (d *daemon) watchAccounting() {
+	below, _ := freeBelow(d.top, d.limits.resume)
+	w := &d.acct
+	switch acctDecide(*w, d.now, below, d.opts.reclaim) {
+	case acctResume:
+		// The kernel looks at the space again within its interval.
+		w.state, w.unmatched, w.grace = acctOn, 0, d.now.Add(d.limits.check)
+		d.log.noticef("%s: %d%% free again: the kernel resumes accounting within %s", d.opts.top, d.limits.resume, d.limits.check)
+	case acctSuspend:
+		w.state = acctSuspended
+		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
+			d.opts.top, d.limits.resume, d.limits.suspend, d.limits.resume)
+	case acctLose:
+		w.state, w.lostAt = acctLost, d.now
+		then := "never taking it back (--reclaim 0)"
+		if d.opts.reclaim > 0 {
+			then = "taking it back in " + d.opts.reclaim.String()
+		}
+		d.log.warnf("%d exits without an accounting record in %s: another program has taken process accounting; %s", w.unmatched, d.now.Sub(w.since).Round(time.Second), then)
+	case acctReclaim:
+		w.lostAt = d.now // the next try, if this one fails
+		if err := d.src.reclaim(); err != nil {
+			d.log.warnf("%v: trying again in %s", err, d.opts.reclaim)
+			return
+		}
+		w.state, w.unmatched = acctOn, 0
+		d.log.noticef("took process accounting back after %s (--reclaim)", d.opts.reclaim)
+	}
+}
+
+// accounting names the state shown by --status.
+func (d *daemon) accounting() string {
+	switch {
+	case d.acct.state == acctLost:
+		return "lost"
+	case d.acct.state == acctSuspended:
+		return "suspended"
+	case d.nl == nil:
+		return "polling"
+	}
+	return "on"
+}
+
+// freeBelow reports whether the file system of fd has less than pct % of its
+// blocks free, as the kernel counts them; ok is false when it cannot tell.
+func freeBelow(fd int, pct int64) (below, ok bool) {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
+		return false, false
+	}
+	return uint64(st.Bavail)*100 < uint64(st.Blocks)*uint64(pct), true
+}
+
+// diskFreePct is the shadow file system's free space below which records
+// are skipped (as the C daemon does).
+const diskFreePct = 5
+
+// diskGuard remembers whether records are being skipped for want of space.
+type diskGuard struct {
+	low     bool
+	skipped uint64 // records skipped since low
+}
+
+// What diskDecide tells the guard to do.
+const (
+	diskKeep   = iota
+	diskStop   // below diskFreePct: skip records from now on
+	diskResume // space again: copy, and say how many were skipped
+)
+
+// diskDecide compares the guard's state with a fresh look at the free space
+// (ok false: the look failed, nothing changes).
+func diskDecide(wasLow, low, ok bool) int {
+	switch {
+	case !ok || low == wasLow:
+		return diskKeep
+	case low:
+		return diskStop
+	}
+	return diskResume
+}
+
+// full records that a write found no space: skipping starts now, with n
+// records of that write already skipped.
+func (g *diskGuard) full(n uint64) {
+	g.low, g.skipped = true, n
+}
+
+// checkDisk is the disk guard: it logs when skipping starts and ends.
+func (d *daemon) checkDisk() {
+	low, ok := freeBelow(d.sh.dir, diskFreePct)
+	switch diskDecide(d.disk.low, low, ok) {
+	case diskStop:
+		d.disk.low, d.disk.skipped = true, 0
+		d.log.warnf("%s: less than %d%% of the file system free: skipping records", shadowDir, diskFreePct)
+	case diskResume:
+		d.disk.low = false
+		d.log.noticef("%s: space available again: copying resumed, %d records skipped", shadowDir, d.disk.skipped)
+	}
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestAcctDecide(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	starved := acctWatch{unmatched: 3, since: now.Add(-lostAfter)}
+	with := func(w acctWatch, f func(*acctWatch)) acctWatch { f(&w); return w }
+	for _, tt := range []struct {
+		name    string
+		w       acctWatch
+		below   bool
+		reclaim time.Duration
+		want    int
+	}{
+		{"records arrive", acctWatch{}, false, time.Hour, acctKeep},
+		{"2 exits without a record", with(starved, func(w *acctWatch) { w.unmatched = 2 }), false, time.Hour, acctKeep},
+		{"3 exits, but within lostAfter", with(starved, func(w *acctWatch) { w.since = now.Add(-time.Second) }), false, time.Hour, acctKeep},
+		{"starved in the grace after a resume", with(starved, func(w *acctWatch) { w.grace = now.Add(time.Second) }), false, time.Hour, acctKeep},
+		{"starved with room: lost", starved, false, time.Hour, acctLose},
+		{"starved, file system low: suspended", starved, true, time.Hour, acctSuspend},
+		{"lost, low later: suspended", with(starved, func(w *acctWatch) { w.state = acctLost }), true, time.Hour, acctSuspend},
+		{"suspended, still low", with(starved, func(w *acctWatch) { w.state = acctSuspended }), true, time.Hour, acctKeep},
+		{"suspended, room again: resume", with(starved, func(w *acctWatch) { w.state = acctSuspended }), false, time.Hour, acctResume},
+		{"suspended is never reclaimed", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctSuspended, now.Add(-2*time.Hour) }), true, time.Hour, acctKeep},
+		{"lost, before --reclaim", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Minute) }), false, time.Hour, acctKeep},
+		{"lost for --reclaim: reclaim", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Hour) }), false, time.Hour, acctReclaim},
+		{"lost, --reclaim 0: never", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-48*time.Hour) }), false, 0, acctKeep},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := acctDecide(tt.w, now, tt.below, tt.reclaim); got != tt.want {
+				t.Errorf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestAcctWatch: exits start the clock once; a record resets it and tells
+// whether accounting had been thought lost or suspended.
+func TestAcctWatch(t *testing.T) {
+	var w acctWatch
+	t0 := time.Unix(1e9, 0)
+	w.exits(t0, 0)
+	w.exits(t0.Add(time.Second), 2)
+	w.exits(t0.Add(2*time.Second), 1)
+	if w.unmatched != 3 || !w.since.Equal(t0.Add(time.Second)) {
+		t.Errorf("after exits: %d unmatched since %v, want 3 since %v", w.unmatched, w.since, t0.Add(time.Second))
+	}
+	if w.recordsArrived() || w.unmatched != 0 {
+		t.Errorf("a record while on: reported back, or %d unmatched left", w.unmatched)
+	}
+	w.state = acctLost
+	if !w.recordsArrived() || w.state != acctOn {
+		t.Errorf("a record while lost: not reported, or state %d", w.state)
+	}
+}
+
+func TestDiskDecide(t *testing.T) {
+	for _, tt := range []struct {
+		name            string
+		wasLow, low, ok bool
+		want            int
+	}{
+		{"room, still room", false, false, true, diskKeep},
+		{"room, now low", false, true, true, diskStop},
+		{"low, still low", true, true, true, diskKeep},
+		{"low, room again", true, false, true, diskResume},
+		{"statfs failed while low", true, false, false, diskKeep},
+		{"statfs failed with room", false, true, false, diskKeep},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := diskDecide(tt.wasLow, tt.low, tt.ok); got != tt.want {
+				t.Errorf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
