@@ -12,44 +12,44 @@ import (
 
 // acctV3 mirrors struct acct_v3 to check the offsets used by acct.go.
 type acctV3 struct {
-	flag     byte
-	version  byte
-	tty      uint16
-	exitcode uint32
-	uid, gid uint32
-	pid      uint32
-	ppid     uint32
-	btime    uint32
-	etime    float32
-	utime    uint16
-	stime    uint16
-	mem, io  uint16
-	rw       uint16
-	minflt   uint16
-	majflt   uint16
-	swaps    uint16
-	comm     [acctComm]byte
+	_       byte // flag
+	version byte
+	_       uint16 // tty
+	_       uint32 // exitcode
+	_, _    uint32 // uid, gid
+	pid     uint32
+	_       uint32 // ppid
+	btime   uint32
+	_       float32 // etime
+	_       uint16  // utime
+	_       uint16  // stime
+	_, _    uint16  // mem, io
+	_       uint16  // rw
+	_       uint16  // minflt
+	_       uint16  // majflt
+	_       uint16  // swaps
+	comm    [acctComm]byte
 }
 
 // acctV2 mirrors struct acct (version 2).
 type acctV2 struct {
-	flag         byte
-	version      byte
-	uid16, gid16 uint16
-	tty          uint16
-	btime        uint32
-	utime, stime uint16
-	etime, mem   uint16
-	io, rw       uint16
-	minflt       uint16
-	majflt       uint16
-	swaps        uint16
-	ahz          uint16
-	exitcode     uint32
-	comm         [acctComm + 1]byte
-	etimeHi      uint8
-	etimeLo      uint16
-	uid, gid     uint32
+	_     byte   // flag
+	_     byte   // version
+	_, _  uint16 // uid16, gid16
+	_     uint16 // tty
+	btime uint32
+	_, _  uint16 // utime, stime
+	_, _  uint16 // etime, mem
+	_, _  uint16 // io, rw
+	_     uint16 // minflt
+	_     uint16 // majflt
+	_     uint16 // swaps
+	_     uint16 // ahz
+	_     uint32 // exitcode
+	comm  [acctComm + 1]byte
+	_     uint8  // etimeHi
+	_     uint16 // etimeLo
+	_, _  uint32 // uid, gid
 }
 
 func TestAcctLayout(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -103,6 +102,9 @@ func (c *client) poll() error {
 	buf := c.buf
 	for {
 		n, err := c.f.ReadAt(buf, c.off)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("read %s: %w", c.f.Name(), err)
+		}
 		n -= n % 64
 		for i := 0; i < n; i += 64 {
 			rec := buf[i : i+64]
@@ -289,40 +291,6 @@ func clientMain(top string) {
 		fmt.Printf("read %d\n", got)
 	}
 	os.Exit(0)
-}
-
-// clientProc is a client process started by startClient.
-type clientProc struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Scanner
-}
-
-// startClient starts a client process and returns it with its first line
-// ("attached" or "refused: ..."); it is killed at cleanup.
-func startClient(t *testing.T, top string) (*clientProc, string) {
-	t.Helper()
-	cmd := testCommand(os.Args[0], "-test.run=^$")
-	cmd.Env = append(cmd.Env, clientEnv+"="+top)
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	p := &clientProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
-	p.out.Scan()
-	return p, p.out.Text()
-}
-
-// read asks the client how many records of s it has read, waiting for all.
-func (p *clientProc) read(s stormRun) int {
-	fmt.Fprintf(p.in, "%d %d\n", s.parent, len(s.pids))
-	p.out.Scan()
-	var n int
-	fmt.Sscanf(p.out.Text(), "read %d", &n)
-	return n
 }
 
 var errNotFound = errors.New("not found")

@@ -9,9 +9,11 @@ package main
 // off and no daemon left (integration() and the daemons' cleanups).
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -258,7 +260,7 @@ func TestFaultNoProcConnector(t *testing.T) {
 	top := newTop(t)
 	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
 	// In a new network namespace the proc connector refuses the subscription.
-	d.start(t, exec.Command("unshare", "-n", bin, "--pidfile", d.pidfile, "--poll", "200ms", top))
+	d.start(t, bin, exec.Command("unshare", "-n", bin, "--pidfile", d.pidfile, "--poll", "200ms", top))
 	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: polling\n") {
 		t.Errorf("status in a new network namespace:\n%s", st)
 	}
@@ -410,12 +412,12 @@ mknod -m 666 /dev/null c 1 3
 touch /dev/log
 mount --bind %s /dev/log
 exec %s --pidfile %s %s`, sock, bin, d.pidfile, top)
-	d.start(t, exec.Command("unshare", "-m", "sh", "-c", script))
+	d.start(t, bin, exec.Command("unshare", "-m", "sh", "-c", script))
 	c := attached(t, top)
 	const signals = 2000 // each logs a line
 	start := time.Now()
 	for i := 0; i < signals; i++ {
-		unix.Kill(d.pid, unix.SIGUSR1)
+		d.signal(t, unix.SIGUSR1)
 		if i%100 == 0 {
 			time.Sleep(time.Millisecond) // let the daemon read its signal pipe
 		}
@@ -527,8 +529,7 @@ func TestFaultBadTop(t *testing.T) {
 		switch {
 		case err == nil:
 			starts++
-			b, _ := os.ReadFile(d.pidfile)
-			d.pid = atoi(strings.TrimSpace(string(b)))
+			d.adopt(t, bin)
 			d.stop(t, unix.SIGTERM)
 		case errors.As(err, &ee) && ee.ExitCode() == exitTop:
 			refusals++
@@ -624,4 +625,38 @@ func TestSoak(t *testing.T) {
 	}
 	figure(t, "%s: %d storms, %d records, %d client attaches, %d client-storms checked, %d lost; from the first minute to the end: RSS %d → %d kB (anonymous %d → %d), fds %d → %d, goroutines %d → %d",
 		length, storms, records, attaches, checked, lost, first.rssKB, end.rssKB, first.anonKB, end.anonKB, first.fds, end.fds, first.goroutines, end.goroutines)
+}
+
+// clientProc is a client process started by startClient.
+type clientProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+// startClient starts a client process and returns it with its first line
+// ("attached" or "refused: ..."); it is killed at cleanup.
+func startClient(t *testing.T, top string) (*clientProc, string) {
+	t.Helper()
+	cmd := testCommand(os.Args[0], "-test.run=^$")
+	cmd.Env = append(cmd.Env, clientEnv+"="+top)
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p := &clientProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p.out.Scan()
+	return p, p.out.Text()
+}
+
+// read asks the client how many records of s it has read, waiting for all.
+func (p *clientProc) read(s stormRun) int {
+	fmt.Fprintf(p.in, "%d %d\n", s.parent, len(s.pids))
+	p.out.Scan()
+	var n int
+	fmt.Sscanf(p.out.Text(), "read %d", &n)
+	return n
 }

@@ -128,8 +128,11 @@ func newTop(t *testing.T) string {
 	return top
 }
 
+// daemonProc is a daemon a test started, identified by a pidfd: signals go
+// through it alone, so a PID recycled by a storm never receives them.
 type daemonProc struct {
 	pid     int
+	pidfd   int // 0 until adopt
 	top     string
 	pidfile string
 }
@@ -139,15 +142,27 @@ type daemonProc struct {
 func startDaemon(t *testing.T, bin, top string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "atopacctd.pid")}
-	return d.start(t, exec.Command(bin, append(append([]string{"--pidfile", d.pidfile}, args...), top)...))
+	return d.start(t, bin, exec.Command(bin, append(append([]string{"--pidfile", d.pidfile}, args...), top)...))
 }
 
-func (d *daemonProc) start(t *testing.T, cmd *exec.Cmd) *daemonProc {
+// start runs cmd, which returns once the daemon bin is ready, and adopts
+// the daemon; it is killed at cleanup.
+func (d *daemonProc) start(t *testing.T, bin string, cmd *exec.Cmd) *daemonProc {
 	t.Helper()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v: %s", cmd, err, out)
 	}
+	d.adopt(t, bin)
+	t.Cleanup(func() { d.stop(t, unix.SIGKILL) })
+	return d
+}
+
+// adopt identifies the process the PID file names: a pidfd first, then a
+// check that it runs bin. From then on the pidfd names that process, even
+// once its number is reused.
+func (d *daemonProc) adopt(t *testing.T, bin string) {
+	t.Helper()
 	b, err := os.ReadFile(d.pidfile)
 	if err != nil {
 		t.Fatalf("PID file after a ready start: %v", err)
@@ -155,33 +170,47 @@ func (d *daemonProc) start(t *testing.T, cmd *exec.Cmd) *daemonProc {
 	if d.pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
 		t.Fatalf("PID file %q", b)
 	}
-	t.Cleanup(func() { d.stop(t, unix.SIGKILL) })
-	return d
+	fd, err := unix.PidfdOpen(d.pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", d.pid, err)
+	}
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d.pid)); exe != bin {
+		unix.Close(fd)
+		t.Fatalf("the PID file names pid %d running %q, not %s", d.pid, exe, bin)
+	}
+	d.pidfd = fd
+}
+
+// signal sends sig to the adopted daemon through its pidfd.
+func (d *daemonProc) signal(t *testing.T, sig unix.Signal) {
+	t.Helper()
+	if err := unix.PidfdSendSignal(d.pidfd, sig, nil, 0); err != nil && err != unix.ESRCH {
+		t.Fatalf("pidfd_send_signal %s to pid %d: %v", sig, d.pid, err)
+	}
+}
+
+// exited reports whether the adopted daemon has exited (its pidfd is
+// readable then).
+func (d *daemonProc) exited() bool {
+	fds := []unix.PollFd{{Fd: int32(d.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
 }
 
 // stop signals the daemon and waits until it is gone.
 func (d *daemonProc) stop(t *testing.T, sig unix.Signal) {
-	if d.pid <= 0 {
+	if d.pidfd <= 0 {
 		return
 	}
-	unix.Kill(d.pid, sig)
-	// The leader turns zombie before its other threads have exited, and the
-	// kernel undoes the daemon's semaphore count only when the last one has.
+	d.signal(t, sig)
+	// The kernel undoes the daemon's semaphore count only when its last
+	// thread has exited, which may be after the pidfd says it exited.
 	waitFor(t, 10*time.Second, "daemon to exit", func() bool {
 		busy, _ := daemonRunning()
-		return !running(d.pid) && !busy
+		return d.exited() && !busy
 	})
-	d.pid = 0
-}
-
-// running reports whether pid lives and is not a zombie.
-func running(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(b), ") ")
-	return !strings.HasPrefix(rest, "Z")
+	unix.Close(d.pidfd)
+	d.pidfd = 0
 }
 
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
@@ -236,12 +265,6 @@ func statusNumber(st, key string) int {
 		return -1
 	}
 	return atoi(m[1])
-}
-
-// procKB reads "key: N kB" from /proc/PID/status; -1 when it has none.
-func procKB(pid int, key string) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	return statusNumber(string(b), key)
 }
 
 func statusOf(t *testing.T, bin, top string) string {
@@ -752,18 +775,15 @@ func TestIntegrationInitScript(t *testing.T) {
 		if code != step.code || !strings.Contains(out, step.out) {
 			t.Fatalf("%s: exit %d, %q; want %d and %q", step.action, code, out, step.code, step.out)
 		}
-		if step.action == "start" && d.pid == 0 {
-			b, _ := os.ReadFile(d.pidfile)
-			d.pid = atoi(strings.TrimSpace(string(b)))
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d.pid)); exe != bin {
-				t.Fatalf("the PID file names pid %d running %q, want %s", d.pid, exe, bin)
-			}
+		if step.action == "start" && d.pidfd == 0 {
+			d.adopt(t, bin)
 		}
-		if step.action == "stop" && d.pid != 0 {
-			if running(d.pid) {
+		if step.action == "stop" && d.pidfd != 0 {
+			if !d.exited() {
 				t.Fatalf("pid %d still runs after stop", d.pid)
 			}
-			d.pid = 0
+			unix.Close(d.pidfd)
+			d.pidfd = 0
 			if names := topNames(t, top); len(names) != 0 {
 				t.Errorf("top directory after stop holds %v", names)
 			}

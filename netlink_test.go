@@ -10,22 +10,22 @@ import (
 
 // cnMsg mirrors struct cn_msg (include/uapi/linux/connector.h).
 type cnMsg struct {
-	idx, val uint32
-	seq, ack uint32
-	len      uint16
-	flags    uint16
+	_, _ uint32 // idx, val
+	_, _ uint32 // seq, ack
+	_    uint16 // len
+	_    uint16 // flags
 }
 
 // procEventExit mirrors struct proc_event with its exit member.
 type procEventExitMsg struct {
-	what        uint32
-	cpu         uint32
-	timestampNs uint64
-	pid, tgid   uint32
-	exitCode    uint32
-	exitSignal  uint32
-	parentPid   uint32
-	parentTgid  uint32
+	_         uint32 // what
+	_         uint32 // cpu
+	_         uint64 // timestampNs
+	pid, tgid uint32
+	_         uint32 // exitCode
+	_         uint32 // exitSignal
+	_         uint32 // parentPid
+	_         uint32 // parentTgid
 }
 
 func TestNetlinkLayout(t *testing.T) {

@@ -445,11 +445,11 @@ func TestIntegrationSandboxSoak(t *testing.T) {
 			d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
 			argv := append(mode.wrap, bin, "--pidfile", d.pidfile, "--records", "100", "--source-max", "16384",
 				"--gc-interval", "1s", "--poll", "200ms", top)
-			d.start(t, exec.Command(argv[0], argv[1:]...))
+			d.start(t, bin, exec.Command(argv[0], argv[1:]...))
 			checkThreads(t, d.pid)
 			c := attached(t, top)
 			follow(t, c, storm(t, 5000))        // copy, 50 shadow and 19 source rotations
-			unix.Kill(d.pid, unix.SIGUSR1)      // counters to syslog
+			d.signal(t, unix.SIGUSR1)           // counters to syslog
 			time.Sleep(1500 * time.Millisecond) // GC
 			dir := filepath.Join(top, shadowDir)
 			os.Remove(filepath.Join(dir, currentName)) // repairs
