@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -229,14 +230,38 @@ func (s *source) switchOff() error {
 	return nil
 }
 
-// read fills buf from the file being written with whole records, from where
-// the last read ended; it returns the records read (nil at the end).
-func (s *source) read(buf []byte) ([]byte, error) {
-	n, err := unix.Pread(s.fds[s.cur], buf, s.off)
-	if err != nil {
-		return nil, os.NewSyscallError("pread "+sourceName, err)
+// rawRead is read(2) as a raw system call, which the Go runtime does not
+// track. Each tracked call of a loop turn wakes the runtime's monitor from
+// its sleep (the daemon was idle in the netpoller), and the monitor then
+// polls every 20 µs for a while: at a few hundred exits a second that cost
+// more CPU than the copying. The hot path's calls return at once (a regular
+// file, MSG_DONTWAIT, IPC_NOWAIT, a zero timeout); should one wait for a
+// disk, only the daemon's own signal goroutine waits with it.
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
 	}
-	n -= n % s.format.size
+	return int(n), nil
+}
+
+// read fills buf from the file being written with whole records, from where
+// the last read ended (the descriptor's file position: read(2) needs no
+// 64-bit offset split across registers on 32-bit architectures, as
+// pread64(2) does); it returns the records read (nil at the end).
+func (s *source) read(buf []byte) ([]byte, error) {
+	fd := s.fds[s.cur]
+	n, err := rawRead(fd, buf)
+	if err != nil {
+		return nil, os.NewSyscallError("read "+sourceName, err)
+	}
+	if part := n % s.format.size; part != 0 {
+		// The kernel was writing the last record: read it again next time.
+		if _, err := unix.Seek(fd, -int64(part), io.SeekCurrent); err != nil {
+			return nil, os.NewSyscallError("lseek "+sourceName, err)
+		}
+		n -= part
+	}
 	s.off += int64(n)
 	return buf[:n], nil
 }
@@ -258,6 +283,9 @@ func (s *source) beginSwitch() error {
 func (s *source) finishSwitch() error {
 	old := s.fds[s.cur]
 	s.cur, s.off = 1-s.cur, 0
+	if _, err := unix.Seek(s.fds[s.cur], 0, io.SeekStart); err != nil { // emptied when it was the old one
+		return fmt.Errorf("rewind %s: %w", sourceNext, os.NewSyscallError("lseek", err))
+	}
 	if err := unix.Ftruncate(old, 0); err != nil {
 		// Named pacct_source until the exchange below.
 		return fmt.Errorf("empty %s: %w", sourceName, os.NewSyscallError("ftruncate", err))

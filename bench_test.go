@@ -32,6 +32,7 @@ type benchFigures struct {
 	rate      float64
 	syscalls  float64 // per record, strace -c; -1 without strace
 	p50, p99  time.Duration
+	bg        background // the same, beside an ordinary busy host's exits
 	rssKB     int
 	ready     time.Duration
 	gcCycles  int // -1 when the daemon does not say
@@ -47,8 +48,12 @@ func envInt(name string, def int) int {
 func TestBench(t *testing.T) {
 	ours := integration(t)
 	daemons := [][2]string{{"atopacctd (Go)", ours}}
-	if ref := os.Getenv("REF"); ref != "" {
-		daemons = append(daemons, [2]string{"reference", ref})
+	for i, ref := range filepath.SplitList(os.Getenv("REF")) {
+		name := "reference"
+		if i > 0 {
+			name = fmt.Sprintf("reference %d (%s)", i+1, filepath.Base(ref))
+		}
+		daemons = append(daemons, [2]string{name, ref})
 	}
 	rounds, records := envInt("ROUNDS", 3), envInt("RECORDS", 200000)
 	results := make([][]benchFigures, len(daemons))
@@ -73,36 +78,11 @@ func TestBench(t *testing.T) {
 // time, syscalls under strace, and stops it.
 func benchRound(t *testing.T, bin string, records int) benchFigures {
 	var f benchFigures
-	// The top directory on a tmpfs, as /run is on most systems.
-	top := newTop(t)
-	if err := unix.Mount("tmpfs", top, "tmpfs", 0, "mode=0755,size=256m"); err != nil {
-		t.Fatalf("tmpfs on %s: %v", top, err)
-	}
-	defer unix.Unmount(top, unix.MNT_DETACH)
-	// Output to a file, not a pipe: the C daemon keeps the starting
-	// process's stdout and stderr open, so a pipe never ends.
-	log, err := os.CreateTemp(t.TempDir(), "start")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, top)
-	cmd.Stdout, cmd.Stderr = log, log
-	t0 := time.Now()
-	err = cmd.Run()
-	f.ready = time.Since(t0)
-	if err != nil {
-		out, _ := os.ReadFile(log.Name())
-		t.Fatalf("%s %s: %v: %s", bin, top, err, out)
-	}
-	d := &daemonProc{top: top, pidfile: "/run/atopacctd.pid"}
-	b, err := os.ReadFile(d.pidfile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.pid = atoi(strings.TrimSpace(string(b)))
+	d, c, ready := benchStart(t, bin)
+	f.ready = ready
 	defer d.stop(t, unix.SIGTERM)
-	c := attached(t, top)
 	defer c.detach() // before the daemon stops: rounds run in one test
+	top := d.top
 	gc0 := statusInt(t, top, "gc cycles")
 
 	// The storm: two workers, the client following as atop would.
@@ -145,9 +125,69 @@ func benchRound(t *testing.T, bin string, records int) benchFigures {
 	}
 
 	f.p50, f.p99 = latency(t, c, 200)
+	f.bg = withBackground(t, c, d.pid)
 	f.syscalls = syscallsPerRecord(t, c, d.pid, 50000)
 	f.rssKB = procKB(d.pid, "VmHWM")
 	return f
+}
+
+// benchStart starts bin on a fresh top directory on a tmpfs (as /run is on
+// most systems), unmounted at cleanup, and attaches a client; it returns
+// them with the time the start took. The caller detaches the client and
+// stops the daemon.
+func benchStart(t *testing.T, bin string) (*daemonProc, *client, time.Duration) {
+	top := newTop(t)
+	if err := unix.Mount("tmpfs", top, "tmpfs", 0, "mode=0755,size=256m"); err != nil {
+		t.Fatalf("tmpfs on %s: %v", top, err)
+	}
+	t.Cleanup(func() { unix.Unmount(top, unix.MNT_DETACH) })
+	// Output to a file, not a pipe: the C daemon keeps the starting
+	// process's stdout and stderr open, so a pipe never ends.
+	log, err := os.CreateTemp(t.TempDir(), "start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, top)
+	cmd.Stdout, cmd.Stderr = log, log
+	t0 := time.Now()
+	err = cmd.Run()
+	ready := time.Since(t0)
+	if err != nil {
+		out, _ := os.ReadFile(log.Name())
+		t.Fatalf("%s %s: %v: %s", bin, top, err, out)
+	}
+	d := &daemonProc{top: top, pidfile: "/run/atopacctd.pid"}
+	d.adopt(t, bin)
+	return d, attached(t, top), ready
+}
+
+// TestBenchBackground measures the background case alone (withBackground),
+// each daemon in turn for ROUNDS rounds, and with TRACE (a command, such as
+// 'strace -c -f -p') traces each for 3 s of background: a quick loop for
+// work on the path of ordinary load. Not written to docs/BENCHMARKS.md.
+func TestBenchBackground(t *testing.T) {
+	daemons := []string{integration(t)}
+	daemons = append(daemons, filepath.SplitList(os.Getenv("REF"))...)
+	for r := 0; r < envInt("ROUNDS", 3); r++ {
+		for _, bin := range daemons {
+			d, c, _ := benchStart(t, bin)
+			b := withBackground(t, c, d.pid)
+			t.Logf("round %d %s: %.0f exits/s, p50 %v, p99 %v, CPU %.2f ms/s", r+1, bin, b.rate, b.p50, b.p99, b.cpuMS)
+			if trace := strings.Fields(os.Getenv("TRACE")); len(trace) > 0 {
+				// e.g. TRACE='strace -c -f -p': that command, the daemon's
+				// pid appended, for 3 s of background.
+				loop := exec.Command("sh", "-c", "while :; do /bin/true; sleep 0.001; done")
+				loop.Start()
+				args := append(append([]string{"-s", "INT", "3"}, trace...), strconv.Itoa(d.pid))
+				out, _ := exec.Command("timeout", args...).CombinedOutput()
+				loop.Process.Kill()
+				loop.Wait()
+				t.Logf("%s for 3 s of background:\n%s", trace, out)
+			}
+			c.detach()
+			d.stop(t, unix.SIGTERM)
+		}
+	}
 }
 
 // latency measures, one exit at a time 20 ms apart, the time from the
@@ -184,6 +224,56 @@ func latency(t *testing.T, c *client, n int) (p50, p99 time.Duration) {
 		}
 	}
 	return samples[len(samples)/2], samples[len(samples)*99/100]
+}
+
+// background is the latency and the daemon's CPU while a shell loop runs
+// short commands, as on a busy build host (about 600 exits/s here).
+type background struct {
+	rate     float64 // exits per second of the loop
+	p50, p99 time.Duration
+	cpuMS    float64 // daemon CPU, ms per second of wall time
+}
+
+// withBackground runs `while :; do /bin/true; sleep 0.001; done` beside the
+// daemon: its CPU over 10 s, then 200 probes' latency.
+func withBackground(t *testing.T, c *client, pid int) background {
+	var b background
+	loop := exec.Command("sh", "-c", "while :; do /bin/true; sleep 0.001; done")
+	if err := loop.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { loop.Process.Kill(); loop.Wait() }() // our own child, through its pidfd
+	time.Sleep(time.Second)                             // the loop at full speed
+	c.poll()
+	exits0, cpu0, t0 := c.children(uint32(loop.Process.Pid)), cpuNS(t, pid), time.Now()
+	for end := t0.Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		c.poll() // as atop would, now and then
+	}
+	c.poll()
+	wall := time.Since(t0).Seconds()
+	b.cpuMS = float64(cpuNS(t, pid)-cpu0) / 1e6 / wall
+	b.rate = float64(c.children(uint32(loop.Process.Pid))-exits0) / wall
+	b.p50, b.p99 = latency(t, c, 200)
+	return b
+}
+
+// cpuNS is the CPU time of every thread of pid, in ns (schedstat: finer
+// than clock ticks at a few ms per second).
+func cpuNS(t *testing.T, pid int) int64 {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("schedstat of pid %d: %v", pid, err)
+	}
+	var ns int64
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			v, _ := strconv.ParseInt(f[0], 10, 64)
+			ns += v
+		}
+	}
+	return ns
 }
 
 // syscallsPerRecord counts the daemon's system calls under strace -c -f
@@ -265,10 +355,15 @@ Each round starts a daemon on a fresh top directory (a tmpfs, as /run is on most
   returning until the client reads the record (the client checks every 20 µs
   with nanosleep rather than spinning: a spinning client competes with the
   daemon for the cores; a sample may include ~0.1 ms of the client's own sleep);
+- with a background: a shell loop of /bin/true and sleep 0.001 (an ordinary
+  busy host, several hundred exits/s) runs beside the daemon; its exit rate
+  and the daemon's CPU (the schedstat run time of every thread) over 10 s,
+  then the same 200 single exits' latency;
 - syscalls per record: strace -c -f on the daemon during a further 50,000 exits;
 - peak RSS: VmHWM at the end.
 
-With REF=/path/to/atopacctd the reference runs in the same rounds, alternated.
+With REF=/path/to/atopacctd the reference runs in the same rounds, alternated
+(REF=a:b: several references).
 
 `)
 	fmt.Fprintf(&b, "## Run of %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
@@ -278,10 +373,12 @@ With REF=/path/to/atopacctd the reference runs in the same rounds, alternated.
 	for _, d := range daemons {
 		fmt.Fprintf(&b, " %s |", d[0])
 	}
+	cols := len(daemons)
 	if len(daemons) == 2 {
 		b.WriteString(" ratio (Go / reference) |")
+		cols++
 	}
-	b.WriteString("\n|---|" + strings.Repeat("---|", len(daemons)+len(daemons)/2) + "\n")
+	b.WriteString("\n|---|" + strings.Repeat("---|", cols) + "\n")
 	row := func(name string, get func(benchFigures) float64, format string) {
 		fmt.Fprintf(&b, "| %s |", name)
 		var meds []float64
@@ -316,6 +413,10 @@ With REF=/path/to/atopacctd the reference runs in the same rounds, alternated.
 	row("syscalls per record (strace -c, 50,000 records)", func(f benchFigures) float64 { return f.syscalls }, "%.3f")
 	row("exit → readable p50 (ms)", func(f benchFigures) float64 { return ms(f.p50) }, "%.3f")
 	row("exit → readable p99 (ms)", func(f benchFigures) float64 { return ms(f.p99) }, "%.3f")
+	row("background exits/s (shell loop)", func(f benchFigures) float64 { return f.bg.rate }, "%.0f")
+	row("with background: exit → readable p50 (ms)", func(f benchFigures) float64 { return ms(f.bg.p50) }, "%.3f")
+	row("with background: exit → readable p99 (ms)", func(f benchFigures) float64 { return ms(f.bg.p99) }, "%.3f")
+	row("with background: daemon CPU (ms/s)", func(f benchFigures) float64 { return f.bg.cpuMS }, "%.2f")
 	row("peak RSS (kB)", func(f benchFigures) float64 { return float64(f.rssKB) }, "%.0f")
 	row("start → ready (ms)", func(f benchFigures) float64 { return ms(f.ready) }, "%.1f")
 	row("GC cycles during the storm", func(f benchFigures) float64 { return float64(f.gcCycles) }, "%.0f")

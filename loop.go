@@ -2,16 +2,18 @@
 // what the source file holds to the shadow files, or drop it when no client
 // wants it; rotate the source file; the once-a-second duties and the garbage
 // collection. One turn (wakeup) allocates nothing.
-// Speaks ppoll(2), signal(7), pipe(2) and PROTOCOL.md ("The daemon's duties").
+// Speaks epoll(7), signal(7), pipe(2) and PROTOCOL.md ("The daemon's duties").
 
 package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,22 +92,89 @@ func (p *sigPipe) open() error {
 	return nil
 }
 
-// pollSet points the poll set at the signal pipe and, when there is one,
-// the netlink socket; it returns how many descriptors to poll.
-func (d *daemon) pollSet() int {
-	d.pfds[0] = unix.PollFd{Fd: int32(d.sig.r), Events: unix.POLLIN}
-	if d.nl == nil {
-		return 1
+// waiter blocks the loop in the Go runtime's netpoller, on an epoll set of
+// its own holding the signal pipe and, when there is one, the netlink
+// socket. A raw blocking ppoll(2) is a system call to the runtime: its
+// monitor takes the processor back each time and, while exits keep coming,
+// wakes every 20 µs, which costs several futex and nanosleep calls per exit
+// (measured: 4 futex, 3.7 nanosleep per turn at a few hundred exits/s). Parked in
+// the netpoller, the daemon is idle as far as the runtime knows.
+type waiter struct {
+	file   *os.File // the epoll descriptor, registered with the netpoller
+	rc     syscall.RawConn
+	fd     int
+	events [2]unix.EpollEvent
+	n      int                   // events from the last wait
+	look   func(fd uintptr) bool // made once: a method value per wait would allocate
+}
+
+// open makes the epoll set of fds and registers it with the netpoller.
+func (w *waiter) open(fds ...int) error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("epoll_create1", err)
 	}
-	d.pfds[1] = unix.PollFd{Fd: int32(d.nl.fd), Events: unix.POLLIN}
-	return 2
+	for _, fd := range fds {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			unix.Close(ep)
+			return os.NewSyscallError("epoll_ctl", err)
+		}
+	}
+	unix.SetNonblock(ep, true) // os.NewFile puts only non-blocking descriptors in the netpoller
+	w.fd, w.file = ep, os.NewFile(uintptr(ep), "epoll")
+	if w.rc, err = w.file.SyscallConn(); err != nil {
+		w.close()
+		return err
+	}
+	w.look = func(fd uintptr) bool {
+		// epoll_pwait(2) with no mask and no timeout, raw (rawRead in
+		// acct.go); plain epoll_wait is missing on arm64 and riscv64.
+		n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		w.n = 0
+		if errno == 0 {
+			w.n = int(n)
+		}
+		return w.n > 0
+	}
+	return nil
+}
+
+// wait returns when a descriptor of the set is readable or timeout has
+// passed; a timeout of 0 only looks.
+func (w *waiter) wait(timeout time.Duration) error {
+	if timeout <= 0 {
+		w.look(uintptr(w.fd))
+		return nil
+	}
+	w.file.SetReadDeadline(time.Now().Add(timeout))
+	if err := w.rc.Read(w.look); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("wait for events: %w", err)
+	}
+	return nil
+}
+
+// ready reports whether fd was readable at the last wait.
+func (w *waiter) ready(fd int) bool {
+	for _, ev := range w.events[:w.n] {
+		if int(ev.Fd) == fd {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *waiter) close() {
+	if w.file != nil {
+		w.file.Close()
+		w.file = nil
+	}
 }
 
 // loop runs turns until a signal or a fatal error, then cleans up.
 func (d *daemon) loop() int {
-	n := d.pollSet()
 	for d.stopCode < 0 {
-		if err := d.wakeup(n); err != nil {
+		if err := d.wakeup(); err != nil {
 			d.log.errorf("%v: accounting switched off, stopping", err)
 			d.stopCode = exitCode(err, exitFiles)
 		}
@@ -114,29 +183,27 @@ func (d *daemon) loop() int {
 	return d.stopCode
 }
 
-// wakeup is one turn of the loop: pause or poll, signals, events, copy,
-// periodic work. time.Sleep, not a raw pause: the runtime's monitor then
-// sleeps too, and the signal goroutine runs meanwhile.
-func (d *daemon) wakeup(nfds int) error {
+// wakeup is one turn of the loop: pause or wait, signals, events, copy,
+// periodic work. The pause is time.Sleep, not a raw one: the runtime's
+// monitor then sleeps too, and the signal goroutine runs meanwhile.
+func (d *daemon) wakeup() error {
 	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.nextGC.Sub(d.now))
-	paused := d.pause > 0 && nfds > 1
+	paused := d.pause > 0 && d.nl != nil
 	if paused {
 		time.Sleep(min(timeout, d.pause))
-		nfds, timeout = 1, 0 // then only a look at the signal pipe
+		timeout = 0 // then only a look at the signal pipe
 	}
-	d.pfds[1].Revents = 0
-	d.timeout = unix.NsecToTimespec(int64(max(timeout, 0)))
-	if _, err := unix.Ppoll(d.pfds[:nfds], &d.timeout, nil); err != nil && err != unix.EINTR {
-		return os.NewSyscallError("ppoll", err)
+	if err := d.wait.wait(timeout); err != nil {
+		return err
 	}
 	d.now, d.turn = time.Now(), 0
-	if d.pfds[0].Revents != 0 {
+	if d.wait.ready(d.sig.r) {
 		d.signalled()
 		if d.stopCode >= 0 {
 			return nil
 		}
 	}
-	if d.nl != nil && (paused || d.pfds[1].Revents != 0) {
+	if d.nl != nil && (paused || d.wait.ready(d.nl.fd)) {
 		events, overrun, err := d.nl.drain()
 		if err != nil {
 			return err

@@ -132,7 +132,10 @@ func wakeupStep(tb testing.TB) (d *daemon, src, events int) {
 		tb.Fatal(err)
 	}
 	d.sig = sigPipe{p[0], p[1]}
-	tb.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })
+	if err := d.wait.open(d.sig.r, d.nl.fd); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.wait.close(); unix.Close(fds[0]); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })
 	d.opts.poll, d.opts.gcInterval = time.Second, time.Hour
 	d.now = time.Now()
 	d.nextTick, d.nextGC = d.now.Add(time.Hour), d.now.Add(time.Hour)
@@ -140,13 +143,12 @@ func wakeupStep(tb testing.TB) (d *daemon, src, events int) {
 	return d, w, fds[1]
 }
 
-// TestWakeupAllocs: a whole turn of the loop (ppoll, netlink drain, copy,
+// TestWakeupAllocs: a whole turn of the loop (wait, netlink drain, copy,
 // the pacer; and with the once-a-second duties and a collection) allocates
 // nothing.
 func TestWakeupAllocs(t *testing.T) {
 	for _, periodic := range []bool{false, true} {
 		d, w, events := wakeupStep(t)
-		n := d.pollSet()
 		msg := exitMsg(procEventExit, 7, 7)
 		batch := records(3, 0)
 		turns := 0
@@ -156,7 +158,7 @@ func TestWakeupAllocs(t *testing.T) {
 			if periodic {
 				d.nextTick, d.nextGC = d.now, d.now
 			}
-			if err := d.wakeup(n); err != nil {
+			if err := d.wakeup(); err != nil {
 				t.Fatal(err)
 			}
 			turns++

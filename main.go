@@ -200,9 +200,8 @@ type daemon struct {
 	sig sigPipe
 
 	// The loop (loop.go).
+	wait        waiter
 	buf         []byte // source reads
-	pfds        [2]unix.PollFd
-	timeout     unix.Timespec
 	pace        pacer
 	pause       time.Duration // before the next turn: pace's verdict
 	turn        uint64        // records read in this turn
@@ -238,7 +237,8 @@ func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
 // acquire is step 2, in this order: semaphores (refuses a second daemon),
 // the signal pipe, source files, shadow directory, netlink, accounting on
 // (verified by the record the kernel writes when it switches files), netlink
-// verified by a real exit, PID file, priority, $NOTIFY_SOCKET. Between
+// verified by a real exit, the loop's epoll set, PID file, priority,
+// $NOTIFY_SOCKET. Between
 // stages it sheds the start-up code it no longer needs from memory.
 func (d *daemon) acquire() error {
 	if err := d.sem.acquire(); err != nil {
@@ -276,6 +276,13 @@ func (d *daemon) acquire() error {
 			d.nl.close()
 			d.nl = nil
 		}
+	}
+	fds := []int{d.sig.r}
+	if d.nl != nil {
+		fds = append(fds, d.nl.fd)
+	}
+	if err := d.wait.open(fds...); err != nil {
+		return fail(exitFiles, err)
 	}
 	if err := writePidfile(d.opts.pidfile); err != nil {
 		return fail(exitFiles, err)
@@ -382,6 +389,7 @@ func (d *daemon) cleanup() {
 	d.sem.removePublic()
 	d.nl.close()
 	d.nl = nil
+	d.wait.close()
 	d.notify.close()
 	if d.pidWritten {
 		d.pidWritten = false

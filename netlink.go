@@ -180,7 +180,8 @@ func (c *procConn) send(op uint32) error {
 // caller must read the source file whatever the count says.
 func (c *procConn) drain() (events int, overrun bool, err error) {
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&c.hdrs[0])),
+		// Raw, as it never waits (MSG_DONTWAIT): see rawRead in acct.go.
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&c.hdrs[0])),
 			recvBatch, unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:

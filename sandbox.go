@@ -47,7 +47,7 @@ func prepareSandbox() {
 		r.Close()
 		w.Close()
 	}
-	time.Now().Format(time.Stamp) // loads /etc/localtime for syslog lines
+	_, _ = time.Now().Zone() // loads /etc/localtime for syslog lines
 }
 
 // textRanges returns the read-only mappings of the daemon's own executable

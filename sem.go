@@ -36,9 +36,13 @@ type sembuf struct {
 
 const sizeofSembuf = 6
 
+// The wrappers below are raw system calls, which the Go runtime does not
+// track (see rawRead in acct.go): none of them blocks as the daemon uses
+// them (IPC_NOWAIT, or a +1).
+
 // semget wraps semget(2).
 func semget(key, nsems, flag int) (int, error) {
-	id, _, errno := unix.Syscall(unix.SYS_SEMGET, uintptr(key), uintptr(nsems), uintptr(flag))
+	id, _, errno := unix.RawSyscall(unix.SYS_SEMGET, uintptr(key), uintptr(nsems), uintptr(flag))
 	if errno != 0 {
 		return -1, errno
 	}
@@ -48,7 +52,7 @@ func semget(key, nsems, flag int) (int, error) {
 // semop wraps semop(2), which is semtimedop(2) with no timeout on every
 // architecture (sysSemtimedop, in sem_*bit.go, is the one difference).
 func semop(id int, ops []sembuf) error {
-	_, _, errno := unix.Syscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), 0, 0, 0)
+	_, _, errno := unix.RawSyscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), 0, 0, 0)
 	if errno != 0 {
 		return errno
 	}
@@ -60,7 +64,7 @@ func semop(id int, ops []sembuf) error {
 // The daemon uses GETVAL, GETALL, SETALL and IPC_RMID only: none passes a
 // semid_ds, so no architecture needs the IPC_64 flag.
 func semctl(id, num, cmd int, arg unsafe.Pointer) (int, error) {
-	r, _, errno := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), uintptr(arg), 0, 0)
+	r, _, errno := unix.RawSyscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), uintptr(arg), 0, 0)
 	if errno != 0 {
 		return -1, errno
 	}

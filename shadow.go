@@ -50,6 +50,18 @@ func openat(dir int, name []byte, flags int, mode uint32) (int, error) {
 	return int(fd), nil
 }
 
+// rawWrite is write(2) as a raw system call (see rawRead in acct.go).
+func rawWrite(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
 // unlinkat wraps unlinkat(2) for a NUL-terminated name.
 func unlinkat(dir int, name []byte, flags int) error {
 	_, _, errno := unix.Syscall(unix.SYS_UNLINKAT, uintptr(dir), uintptr(unsafe.Pointer(&name[0])), uintptr(flags))
@@ -308,7 +320,7 @@ func (s *shadow) write(recs []byte) (written int, err error) {
 	for len(recs) > 0 {
 		chunk := recs[:min(int64(len(recs)), (s.max-s.n)*int64(s.recSize))]
 		for len(chunk) > 0 {
-			n, err := unix.Write(s.fd, chunk)
+			n, err := rawWrite(s.fd, chunk)
 			if err != nil {
 				unix.Ftruncate(s.fd, s.n*int64(s.recSize))
 				if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
