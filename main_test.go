@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -112,4 +114,73 @@ func FuzzParseArgs(f *testing.F) {
 			t.Errorf("parseArgs(%q) accepted %+v", args, o)
 		}
 	})
+}
+
+// optionRE finds the option names at the start of an options list's lines.
+var optionRE = regexp.MustCompile(`(?m)^  (-[-\w]+(?:, -[-\w]+)*)`)
+
+// helpOptions are the options the help text lists, in its order.
+func helpOptions(text string) []string {
+	var names []string
+	for _, m := range optionRE.FindAllStringSubmatch(text, -1) {
+		names = append(names, strings.Split(m[1], ", ")...)
+	}
+	return names
+}
+
+// TestOptionsDocumented: the help text is the one list of options. Each one
+// it lists parses; the README's "Command line" block is the help text's
+// options list, line for line; the man page's OPTIONS section names the
+// same options.
+func TestOptionsDocumented(t *testing.T) {
+	want := helpOptions(helpText)
+	if len(want) < 10 {
+		t.Fatalf("help text lists %d options: %q", len(want), want)
+	}
+	for _, name := range want {
+		args := []string{name}
+		if takesValue(name) {
+			args = append(args, "1")
+		}
+		_, err := parseArgs(args)
+		if err != nil && takesValue(name) {
+			_, err = parseArgs([]string{name, "1s"}) // a duration
+		}
+		if err != nil {
+			t.Errorf("help text lists %s, which does not parse: %v", name, err)
+		}
+	}
+
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(readme), "## Command line\n\n```\n")
+	block, _, _ = strings.Cut(block, "```")
+	_, helpList, _ := strings.Cut(helpText, "\n  -")
+	helpList, _, _ = strings.Cut("  -"+helpList, "\n\n")
+	_, readmeList, _ := strings.Cut(block, "\n  -")
+	readmeList = strings.TrimSuffix("  -"+readmeList, "\n")
+	if readmeList != helpList {
+		t.Errorf("README.md's Command line block differs from the help text's options:\n%s\nwant:\n%s", readmeList, helpList)
+	}
+
+	man, err := os.ReadFile("atopacctd.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(man), ".SH OPTIONS\n")
+	section, _, _ = strings.Cut(section, "\n.SH ")
+	var got []string
+	for _, line := range strings.Split("\n"+section, "\n.TP\n")[1:] {
+		head, _, _ := strings.Cut(line, "\n")
+		for _, f := range strings.Fields(strings.ReplaceAll(head, `\-`, "-")) {
+			if f = strings.Trim(f, `",`); strings.HasPrefix(f, "-") {
+				got = append(got, f)
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("atopacctd.8 OPTIONS lists %q; the help text %q", got, want)
+	}
 }
