@@ -53,7 +53,7 @@ wait $atop
 say atop "$(atop -r /tmp/raw -P PRG | grep -c ' (acctprobe) E ')"
 
 # Restarted after SIGKILL.
-kill -9 "$pid"
+systemctl kill -s KILL atopacct.service # systemd signals the unit's own processes
 for i in $(seq 50); do
 	sleep 0.2
 	new=$(main)

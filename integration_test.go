@@ -748,6 +748,11 @@ func TestIntegrationInitScript(t *testing.T) {
 	top := newTop(t)
 	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "atopacctd.pid")}
 	t.Cleanup(func() { d.stop(t, unix.SIGKILL) })
+	victim := exec.Command("sleep", "600") // stands for an unrelated process
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { victim.Process.Kill(); victim.Wait() })
 	script, _ := filepath.Abs("init/atopacct.init")
 	run := func(action string) (string, int) {
 		cmd := exec.Command(filepath.Join(applets, "sh"), script, action)
@@ -769,8 +774,22 @@ func TestIntegrationInitScript(t *testing.T) {
 		{"stop", "", 0},
 		{"status", "not running", 3},
 		{"stop", "", 0},
+		// A PID file left by a crash, naming a process that is not the
+		// daemon (a storm recycles PIDs): never signalled, never taken for
+		// the daemon.
+		{"stale", "", 0},
+		{"status", "not running", 3},
+		{"stop", "", 0},
+		{"start", "", 0},
+		{"stop", "", 0},
 		{"bogus", "usage:", 2},
 	} {
+		if step.action == "stale" {
+			if err := os.WriteFile(d.pidfile, []byte(strconv.Itoa(victim.Process.Pid)+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		out, code := run(step.action)
 		if code != step.code || !strings.Contains(out, step.out) {
 			t.Fatalf("%s: exit %d, %q; want %d and %q", step.action, code, out, step.code, step.out)
@@ -788,6 +807,11 @@ func TestIntegrationInitScript(t *testing.T) {
 				t.Errorf("top directory after stop holds %v", names)
 			}
 		}
+	}
+	// Our own child: a zombie, not reaped, if a signal killed it.
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", victim.Process.Pid))
+	if _, state, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(state, "S") {
+		t.Errorf("the process a stale PID file named is no longer sleeping: %q", stat)
 	}
 }
 
