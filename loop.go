@@ -2,7 +2,8 @@
 // what the source file holds to the shadow files, or drop it when no client
 // wants it; rotate the source file; the once-a-second duties and the garbage
 // collection. One turn (wakeup) allocates nothing.
-// Speaks epoll(7), signal(7), pipe(2) and PROTOCOL.md ("The daemon's duties").
+// Speaks signal(7), pipe(2), fcntl(2) (F_DUPFD_CLOEXEC) and PROTOCOL.md ("The
+// daemon's duties"); waits in the Go runtime's netpoller (os.File deadlines).
 
 package main
 
@@ -11,9 +12,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,8 +69,14 @@ func (p *pacer) next(now time.Time, records uint64) time.Duration {
 }
 
 // sigPipe carries SIGTERM, SIGINT, SIGQUIT and SIGUSR1 from the signal
-// goroutine into the loop's poll set, one byte each.
-type sigPipe struct{ r, w int }
+// goroutine to the loop, one byte each; pending says a byte is there, and
+// the goroutine wakes the loop's wait (waiter) by moving its deadline to the
+// past.
+type sigPipe struct {
+	r, w    int
+	pending atomic.Bool
+	waiting atomic.Pointer[os.File] // the loop's wait, once it has one
+}
 
 // open makes the pipe and starts routing the signals into it; SIGHUP is
 // ignored. Until it succeeds, those signals keep their default action
@@ -84,88 +91,87 @@ func (p *sigPipe) open() error {
 	signal.Ignore(unix.SIGHUP)
 	c := make(chan os.Signal, 8)
 	signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1)
-	go func(w int) {
+	go func() {
 		for s := range c {
-			unix.Write(w, []byte{byte(s.(syscall.Signal))})
+			// In this order: the loop clears pending before it reads the
+			// pipe, so a byte is never left there unannounced.
+			unix.Write(p.w, []byte{byte(s.(syscall.Signal))})
+			p.pending.Store(true)
+			if f := p.waiting.Load(); f != nil {
+				f.SetReadDeadline(time.Unix(1, 0))
+			}
 		}
-	}(p.w)
+	}()
 	return nil
 }
 
-// waiter blocks the loop in the Go runtime's netpoller, on an epoll set of
-// its own holding the signal pipe and, when there is one, the netlink
-// socket. A raw blocking ppoll(2) is a system call to the runtime: its
-// monitor takes the processor back each time and, while exits keep coming,
-// wakes every 20 µs, which costs several futex and nanosleep calls per exit
-// (measured: 4 futex, 3.7 nanosleep per turn at a few hundred exits/s). Parked in
-// the netpoller, the daemon is idle as far as the runtime knows.
+// waiter blocks the loop in the Go runtime's netpoller on one descriptor of
+// its own: a duplicate of the netlink socket, or of the signal pipe while
+// polling. Parked there, the daemon is idle as far as the runtime knows; a
+// blocking system call (ppoll(2)) instead makes the runtime's monitor take
+// the processor back at every wait and, while exits keep coming, wake every
+// 20 us. On the netlink socket the look for events is the read of them
+// (drain), so a turn reads netlink and waits with no call in between.
 type waiter struct {
-	file   *os.File // the epoll descriptor, registered with the netpoller
-	rc     syscall.RawConn
-	fd     int
-	events [2]unix.EpollEvent
-	n      int                   // events from the last wait
-	look   func(fd uintptr) bool // made once: a method value per wait would allocate
+	file *os.File
+	rc   syscall.RawConn
+	nl   *procConn // nil while polling
+	sig  *sigPipe
+	look func(fd uintptr) bool // made once: a method value per wait would allocate
+
+	// What the last wait drained from netlink.
+	events  int
+	overrun bool
+	err     error
 }
 
-// open makes the epoll set of fds and registers it with the netpoller.
-func (w *waiter) open(fds ...int) error {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+// open registers a duplicate of fd (non-blocking) with the netpoller: nl's
+// socket, or the signal pipe when nl is nil.
+func (w *waiter) open(fd int, nl *procConn, sig *sigPipe) error {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return os.NewSyscallError("epoll_create1", err)
+		return os.NewSyscallError("wait: fcntl F_DUPFD_CLOEXEC", err)
 	}
-	for _, fd := range fds {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			unix.Close(ep)
-			return os.NewSyscallError("epoll_ctl", err)
-		}
-	}
-	unix.SetNonblock(ep, true) // os.NewFile puts only non-blocking descriptors in the netpoller
-	w.fd, w.file = ep, os.NewFile(uintptr(ep), "epoll")
+	w.file = os.NewFile(uintptr(dup), "wait") // non-blocking: it joins the netpoller
 	if w.rc, err = w.file.SyscallConn(); err != nil {
 		w.close()
-		return err
+		return fmt.Errorf("wait: %w", err)
 	}
-	w.look = func(fd uintptr) bool {
-		// epoll_pwait(2) with no mask and no timeout, raw (rawRead in
-		// acct.go); plain epoll_wait is missing on arm64 and riscv64.
-		n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
-		w.n = 0
-		if errno == 0 {
-			w.n = int(n)
+	w.nl, w.sig = nl, sig
+	w.look = func(uintptr) bool {
+		if w.nl != nil {
+			events, overrun, err := w.nl.drain()
+			w.events += events
+			w.overrun = w.overrun || overrun
+			w.err = err
 		}
-		return w.n > 0
+		return w.events > 0 || w.overrun || w.err != nil || w.sig.pending.Load()
 	}
+	sig.waiting.Store(w.file)
 	return nil
 }
 
-// wait returns when a descriptor of the set is readable or timeout has
-// passed; a timeout of 0 only looks.
+// wait returns when exit events or a signal arrived, or timeout passed; a
+// timeout of 0 only looks. It returns netlink's error, if any.
 func (w *waiter) wait(timeout time.Duration) error {
+	w.events, w.overrun, w.err = 0, false, nil
 	if timeout <= 0 {
-		w.look(uintptr(w.fd))
-		return nil
+		w.look(0)
+		return w.err
 	}
 	w.file.SetReadDeadline(time.Now().Add(timeout))
-	if err := w.rc.Read(w.look); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("wait for events: %w", err)
-	}
-	return nil
-}
-
-// ready reports whether fd was readable at the last wait.
-func (w *waiter) ready(fd int) bool {
-	for _, ev := range w.events[:w.n] {
-		if int(ev.Fd) == fd {
-			return true
+	// A signal that moved the deadline before the line above is pending.
+	if !w.sig.pending.Load() {
+		if err := w.rc.Read(w.look); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("wait for events: %w", err)
 		}
 	}
-	return false
+	return w.err
 }
 
 func (w *waiter) close() {
 	if w.file != nil {
+		w.sig.waiting.Store(nil)
 		w.file.Close()
 		w.file = nil
 	}
@@ -188,32 +194,25 @@ func (d *daemon) loop() int {
 // monitor then sleeps too, and the signal goroutine runs meanwhile.
 func (d *daemon) wakeup() error {
 	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.nextGC.Sub(d.now))
-	paused := d.pause > 0 && d.nl != nil
-	if paused {
+	if d.pause > 0 && d.nl != nil {
 		time.Sleep(min(timeout, d.pause))
-		timeout = 0 // then only a look at the signal pipe
+		timeout = 0 // then only a look
 	}
 	if err := d.wait.wait(timeout); err != nil {
 		return err
 	}
 	d.now, d.turn = time.Now(), 0
-	if d.wait.ready(d.sig.r) {
+	if d.sig.pending.Swap(false) {
 		d.signalled()
 		if d.stopCode >= 0 {
 			return nil
 		}
 	}
-	if d.nl != nil && (paused || d.wait.ready(d.nl.fd)) {
-		events, overrun, err := d.nl.drain()
-		if err != nil {
-			return err
-		}
-		if overrun {
-			d.stats.overruns++
-		}
-		d.stats.events += uint64(events)
-		d.acct.exits(d.now, uint64(events))
+	if d.wait.overrun {
+		d.stats.overruns++
 	}
+	d.stats.events += uint64(d.wait.events)
+	d.acct.exits(d.now, uint64(d.wait.events))
 	if err := d.pump(); err != nil {
 		return err
 	}

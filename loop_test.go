@@ -108,7 +108,7 @@ func TestSignalPipeFailure(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
 		t.Fatal(err)
 	}
-	p := sigPipe{-1, -1}
+	var p sigPipe
 	err = p.open()
 	unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	if !errors.Is(err, unix.EMFILE) || !strings.Contains(err.Error(), "signal pipe") {
@@ -131,8 +131,8 @@ func wakeupStep(tb testing.TB) (d *daemon, src, events int) {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		tb.Fatal(err)
 	}
-	d.sig = sigPipe{p[0], p[1]}
-	if err := d.wait.open(d.sig.r, d.nl.fd); err != nil {
+	d.sig.r, d.sig.w = p[0], p[1]
+	if err := d.wait.open(d.nl.fd, d.nl, &d.sig); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { d.wait.close(); unix.Close(fds[0]); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })

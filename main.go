@@ -225,7 +225,7 @@ type daemon struct {
 }
 
 func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
-	d := &daemon{opts: o, log: log, top: top, ready: ready, notify: notifier{fd: -1}, sig: sigPipe{-1, -1},
+	d := &daemon{opts: o, log: log, top: top, ready: ready, notify: notifier{fd: -1}, sig: sigPipe{r: -1, w: -1},
 		stopCode: -1, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		statusName: cstr(statusName)}
 	d.mem = new(runtime.MemStats)
@@ -277,11 +277,11 @@ func (d *daemon) acquire() error {
 			d.nl = nil
 		}
 	}
-	fds := []int{d.sig.r}
+	fd := d.sig.r
 	if d.nl != nil {
-		fds = append(fds, d.nl.fd)
+		fd = d.nl.fd
 	}
-	if err := d.wait.open(fds...); err != nil {
+	if err := d.wait.open(fd, d.nl, &d.sig); err != nil {
 		return fail(exitFiles, err)
 	}
 	if err := writePidfile(d.opts.pidfile); err != nil {
