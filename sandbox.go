@@ -284,8 +284,7 @@ var allowed = []string{
 	"ppoll", "recvmmsg", "pread64", "pwrite64", "read", "write", "openat", "close", "renameat2", "unlinkat", "mkdirat",
 	"fstat", "newfstatat", "fstatfs", "ftruncate", "fcntl", "getdents64", "lseek",
 	// x/sys's Fstat on arm64 and riscv64 is newfstatat(fd, "", AT_EMPTY_PATH),
-	// which go-seccomp-bpf's arm64 table names fstatat (found by the
-	// log-mode soak on arm64's kernel: make vm).
+	// which go-seccomp-bpf's arm64 table names fstatat.
 	"fstatat",
 	// Semaphores: the client count, the public lock, re-creating a removed set.
 	"semctl", "semtimedop", "semtimedop_time64", "semget",
@@ -294,8 +293,7 @@ var allowed = []string{
 	// syslog reconnects (AF_UNIX only, below), sd_notify, leaving the netlink group.
 	"connect", "sendto",
 	// The same calls under their 32-bit names (386, arm): 64-bit offsets and
-	// sizes, 64-bit time, the thread pointer of a new 386 thread (found by
-	// the log-mode soak of a 386 daemon: make test386).
+	// sizes, 64-bit time, the thread pointer of a new 386 thread.
 	"futex_time64", "mmap2", "set_thread_area", "clock_gettime64", "clock_nanosleep_time64", "ppoll_time64", "recvmmsg_time64",
 	"fstat64", "fstatat64", "fstatfs64", "ftruncate64", "fcntl64", "_llseek",
 }
