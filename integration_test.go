@@ -480,6 +480,21 @@ func TestIntegrationExitCodes(t *testing.T) {
 	})
 }
 
+// startNotify starts the daemon with -f, $NOTIFY_SOCKET=sock and args,
+// its stderr kept; it is killed at cleanup.
+func startNotify(t *testing.T, bin, sock string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-f"}, args...)...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, stderr
+}
+
 // startForeground runs the daemon with -f and waits for READY=1 on a
 // notify socket, as systemd's Type=notify does.
 func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, *syncBuffer) {
@@ -490,14 +505,7 @@ func startForeground(t *testing.T, bin, top string, args ...string) (*exec.Cmd, 
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cmd := exec.Command(bin, append(append([]string{"-f"}, args...), top)...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, stderr := startNotify(t, bin, sock, append(args, top)...)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 64)
 	n, err := conn.Read(buf)
@@ -821,14 +829,7 @@ func TestIntegrationInitScript(t *testing.T) {
 func TestIntegrationNotifyFailure(t *testing.T) {
 	bin := integration(t)
 	sock := filepath.Join(t.TempDir(), "missing")
-	cmd := exec.Command(bin, "-f", "--pidfile", "", newTop(t))
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, stderr := startNotify(t, bin, sock, "--pidfile", "", newTop(t))
 	waitFor(t, 10*time.Second, "the daemon to start", func() bool { return strings.Contains(stderr.String(), "started") })
 	want := "notify socket " + sock + ": connect: no such file or directory: systemd will not hear that the daemon is ready"
 	if !strings.Contains(stderr.String(), want) {
