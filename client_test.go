@@ -51,6 +51,11 @@ func (c *client) attach() error {
 	if err != nil {
 		return fmt.Errorf("semget public: %w", err)
 	}
+	if c.attached && c.sem == id {
+		// Re-attaching: one client counts once.
+		semop(id, []sembuf{{semClients, 1, semUndo}})
+		c.attached = false
+	}
 	c.sem = id
 	if err := semop(id, []sembuf{{semClients, -1, semUndo | unix.IPC_NOWAIT}, {semLock, -1, semUndo | unix.IPC_NOWAIT}}); err != nil {
 		return fmt.Errorf("register: %w", err)
