@@ -840,3 +840,158 @@ func TestIntegrationNotifyFailure(t *testing.T) {
 		t.Errorf("after SIGTERM: %v; stderr %s", err, stderr)
 	}
 }
+
+// TestIntegrationRestartAdopts: a daemon stopped while a client is
+// registered keeps the shadow files, current and the public set (and
+// removes the source files); the next daemon adopts them, so the client
+// reads on in its file, never re-attaches and misses no record.
+func TestIntegrationRestartAdopts(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	d := startDaemon(t, bin, top, "--records", "30")
+	c := attached(t, top)
+	first := storm(t, 100)
+	follow(t, c, first)
+	d.stop(t, unix.SIGTERM)
+	if names := topNames(t, top); !slices.Equal(names, []string{shadowDir}) {
+		t.Errorf("top directory after a stop with a client holds %v, want only %s", names, shadowDir)
+	}
+	files := shadowFiles(t, top)
+	if _, err := os.Stat(filepath.Join(top, shadowDir, statusName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("status file after the stop: %v", err)
+	}
+	if n, err := publicClients(); n != 1 || err != nil {
+		t.Errorf("public set after the stop: %d clients, %v; want 1", n, err)
+	}
+
+	cmd, stderr := startForeground(t, bin, top, "--pidfile", "", "--records", "30")
+	for _, want := range []string{"adopted public semaphore set 1071980 left by a previous daemon: 1 clients registered",
+		"adopted pacct_shadow.d left by a previous daemon"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q lacks %q", stderr, want)
+		}
+	}
+	for seq := range files {
+		if _, err := os.Stat(filepath.Join(top, shadowDir, pafName(seq))); err != nil {
+			t.Errorf("shadow file %d after the adoption: %v", seq, err)
+		}
+	}
+	second := storm(t, 100)
+	follow(t, c, second)
+	follow(t, c, first) // still read once, in order
+	if c.attaches != 1 {
+		t.Errorf("client attached %d times, want once", c.attaches)
+	}
+	c.detach()
+	cmd.Process.Signal(unix.SIGTERM)
+	cmd.Wait()
+	if names := topNames(t, top); len(names) != 0 {
+		t.Errorf("top directory after a stop with no client holds %v", names)
+	}
+}
+
+// TestIntegrationResetSparesLockedFiles: any local user can raise the public
+// client count back to 100 (the set is mode 0666); the daemon then sees no
+// client, but it resets nothing while a shadow file is read-locked, so the
+// attached client reads on.
+func TestIntegrationResetSparesLockedFiles(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "30")
+	c := attached(t, top)
+	follow(t, c, storm(t, 50))
+	id, err := semget(publicKey, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := semop(id, []sembuf{{semClients, 1, 0}}); err != nil { // the hostile user's +1
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { semop(id, []sembuf{{semClients, -1, unix.IPC_NOWAIT}}) })
+	if n, _ := publicClients(); n != 0 {
+		t.Fatalf("%d clients counted after the +1, want 0", n)
+	}
+	f, err := os.Open(c.f.Name()) // the file the client reads now
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	size := st.Size()
+	after := storm(t, 50)
+	follow(t, c, after)
+	if st, err := f.Stat(); err != nil || st.Sys().(*syscall.Stat_t).Nlink != 1 || st.Size() < size {
+		t.Errorf("the client's file after the storm: %v, %d links, %d bytes; want it kept at %d bytes or more",
+			err, st.Sys().(*syscall.Stat_t).Nlink, st.Size(), size)
+	}
+	if c.attaches != 1 {
+		t.Errorf("client attached %d times, want once", c.attaches)
+	}
+}
+
+// TestIntegrationAdoptRefuses: a shadow directory or public set that is not
+// provably a daemon's is not adopted: one line says why, the directory is
+// moved aside and removed, the set made anew. Each case starts from the
+// state a daemon stopped with a client left, then plants one change.
+func TestIntegrationAdoptRefuses(t *testing.T) {
+	bin := integration(t)
+	paf := func(top string, seq int64) string { return filepath.Join(top, shadowDir, pafName(seq)) }
+	for _, tt := range []struct {
+		name  string
+		plant func(t *testing.T, top string)
+		why   string
+	}{
+		{"current a symlink", func(t *testing.T, top string) {
+			cur := filepath.Join(top, shadowDir, currentName)
+			os.Remove(cur)
+			os.Symlink("/etc/passwd", cur)
+		}, "current is not a regular file"},
+		{"a FIFO for the newest file", func(t *testing.T, top string) {
+			os.Remove(paf(top, 3))
+			unix.Mkfifo(paf(top, 3), 0o644)
+		}, "0000000003.paf is not a regular file"},
+		{"a hard link", func(t *testing.T, top string) {
+			os.Link(paf(top, 1), filepath.Join(t.TempDir(), "link"))
+		}, "0000000001.paf has 2 links"},
+		{"a file not root's", func(t *testing.T, top string) {
+			os.Chown(paf(top, 2), 1, 1)
+		}, "0000000002.paf is owned by uid 1"},
+		{"a short older file", func(t *testing.T, top string) {
+			os.Truncate(paf(top, 1), 64)
+		}, "file 1 holds 64 bytes, not 1920"},
+		{"a foreign public set", func(t *testing.T, top string) {
+			id, _ := semget(publicKey, 2, 0)
+			semctl(id, 0, unix.IPC_RMID, nil)
+			if _, err := semget(publicKey, 3, unix.IPC_CREAT|0o666); err != nil {
+				t.Fatal(err)
+			}
+		}, "not adopting public semaphore set 1071980 (3 semaphores, not 2)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			top := newTop(t)
+			d := startDaemon(t, bin, top, "--records", "30")
+			c := attached(t, top)
+			follow(t, c, storm(t, 100))
+			d.stop(t, unix.SIGTERM) // the client registered: the state is kept
+			c.detach()
+			if len(shadowFiles(t, top)) != 4 {
+				t.Fatalf("kept shadow files %v, want 0 to 3", shadowFiles(t, top))
+			}
+			tt.plant(t, top)
+			cmd, stderr := startForeground(t, bin, top, "--pidfile", "", "--records", "30")
+			if !strings.Contains(stderr.String(), tt.why) {
+				t.Errorf("stderr %q lacks %q", stderr, tt.why)
+			}
+			adopted := strings.Contains(stderr.String(), "adopted "+shadowDir)
+			cur, _ := os.ReadFile(filepath.Join(top, shadowDir, currentName))
+			if tt.name != "a foreign public set" && (adopted || string(cur) != "0/30") {
+				t.Errorf("after the start: adopted %v, current %q; want a fresh directory", adopted, cur)
+			}
+			if names := topNames(t, top); slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, staleDir) }) {
+				t.Errorf("top directory holds %v: the moved-aside directory was not removed", names)
+			}
+			cmd.Process.Signal(unix.SIGTERM)
+			cmd.Wait()
+		})
+	}
+}

@@ -379,7 +379,14 @@ func (d *daemon) clientsPresent() (bool, error) {
 	}
 	clients, _, err = d.sem.values()
 	if err == nil && clients == 0 {
-		err = d.sh.reset()
+		// Any local user can set the count to 100 (the set is mode 0666):
+		// a read-locked file is a client, whatever the count says.
+		var busy bool
+		if busy, err = d.sh.anyInUse(); busy {
+			clients = 1
+		} else if err == nil {
+			err = d.sh.reset()
+		}
 	}
 	if uerr := d.sem.unlock(); err == nil {
 		err = uerr

@@ -241,7 +241,11 @@ func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
 // $NOTIFY_SOCKET. Between
 // stages it sheds the start-up code it no longer needs from memory.
 func (d *daemon) acquire() error {
-	if err := d.sem.acquire(); err != nil {
+	note, err := d.sem.acquire()
+	if note != "" {
+		d.log.noticef("%s", note)
+	}
+	if err != nil {
 		return fail(exitRunning, err)
 	}
 	if err := d.sig.open(); err != nil {
@@ -253,7 +257,11 @@ func (d *daemon) acquire() error {
 		return fail(exitFiles, err)
 	}
 	d.limits = readAcctLimits()
-	if err := d.sh.create(); err != nil {
+	note, err = d.sh.create()
+	if note != "" {
+		d.log.noticef("%s", note)
+	}
+	if err != nil {
 		return fail(exitFiles, err)
 	}
 	nl, err := openProcConnector()
@@ -371,8 +379,10 @@ func (d *daemon) abort(err error) int {
 	return code
 }
 
-// cleanup switches accounting off first, then removes what this daemon
-// made: source, shadow files, current, the directory, the public set, the
+// cleanup switches accounting off first. With clients registered it hands
+// the shadow files over to the next daemon (handOver), and keeps the public
+// set their registrations live in; otherwise it removes the shadow files,
+// current, the directory and the public set. Then the source files and the
 // PID file. It is safe to call more than once.
 func (d *daemon) cleanup() {
 	if d.acct.state == acctLost && d.src.on {
@@ -380,13 +390,20 @@ func (d *daemon) cleanup() {
 		d.src.on = false
 		d.log.noticef("leaving process accounting to the program that took it")
 	}
+	if err := d.src.switchOff(); err != nil {
+		d.log.errorf("%v", err)
+	}
+	if clients, held := d.registered(); clients > 0 || held {
+		d.handOver(clients)
+	} else {
+		if err := d.sh.removeAll(); err != nil {
+			d.log.warnf("%v", err)
+		}
+		d.sem.removePublic()
+	}
 	if err := d.src.remove(); err != nil {
 		d.log.errorf("%v", err)
 	}
-	if err := d.sh.removeAll(); err != nil {
-		d.log.warnf("%v", err)
-	}
-	d.sem.removePublic()
 	d.nl.close()
 	d.nl = nil
 	d.wait.close()
@@ -395,4 +412,33 @@ func (d *daemon) cleanup() {
 		d.pidWritten = false
 		removePidfile(d.opts.pidfile)
 	}
+}
+
+// registered reads the public set: the clients it counts, and whether its
+// lock is held (a client attaching).
+func (d *daemon) registered() (clients int, held bool) {
+	if d.sem.public < 0 {
+		return 0, false
+	}
+	clients, lockFree, err := d.sem.values()
+	return clients, err == nil && !lockFree
+}
+
+// handOver leaves the shadow files to the next daemon, which adopts them, so
+// that registered clients never see their file deleted: the records the
+// kernel wrote before accounting went off are copied, the status file is
+// removed and the files are closed. Nothing grows once the daemon is gone.
+func (d *daemon) handOver(clients int) {
+	if d.sh.dir < 0 {
+		return
+	}
+	if d.buf != nil {
+		d.now = time.Now()
+		if err := d.drain(false); err != nil {
+			d.log.errorf("%v", err)
+		}
+	}
+	unlinkat(d.sh.dir, d.statusName, 0)
+	d.sh.close()
+	d.log.noticef("%d clients registered: %s and the public semaphore set kept for the next daemon", clients, shadowDir)
 }

@@ -6,7 +6,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -98,23 +101,111 @@ func daemonRunning() (bool, error) {
 }
 
 // acquire counts this daemon in the private set (undone by the kernel when the
-// process dies) and creates the public set anew with the values [100, 1].
-func (s *semaphores) acquire() error {
+// process dies), then adopts the public set a previous daemon left
+// (adoptPublic) or creates it anew with the values [100, 1]. It returns a
+// line for the log when it found a public set.
+func (s *semaphores) acquire() (string, error) {
 	id, err := semget(privateKey, 1, unix.IPC_CREAT|0o600)
 	if err != nil {
-		return os.NewSyscallError("semget private", err)
+		return "", os.NewSyscallError("semget private", err)
 	}
 	s.private = id
 	// Wait-for-zero and +1 in one atomic semop: two daemons starting at once
 	// cannot both succeed.
 	err = semop(id, []sembuf{{0, 0, unix.IPC_NOWAIT}, {0, 1, semUndo}})
 	if errors.Is(err, unix.EAGAIN) {
-		return errAlreadyRunning
+		return "", errAlreadyRunning
 	}
 	if err != nil {
-		return os.NewSyscallError("semop private", err)
+		return "", os.NewSyscallError("semop private", err)
 	}
-	return s.createPublic()
+	id, err = semget(publicKey, 2, 0)
+	if err != nil {
+		return "", s.createPublic() // none (ENOENT), or not one a daemon made
+	}
+	why := s.adoptPublic(id)
+	if why == "" {
+		clients, _, _ := s.values()
+		return fmt.Sprintf("adopted public semaphore set %d left by a previous daemon: %d clients registered", publicKey, clients), nil
+	}
+	return fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), s.createPublic()
+}
+
+// ipcSet is what /proc/sysvipc/sem says of one semaphore set.
+type ipcSet struct {
+	perms     uint32 // permission bits
+	nsems     int
+	uid, cuid uint32
+}
+
+// publicVerdict decides whether a public set is provably a daemon's: made
+// and owned by root, mode 0666, two semaphores, the client count within
+// [0, 100] and the lock 0 or 1. It returns why not ("" when adoptable);
+// vals is read only once nsems is known to be 2.
+func publicVerdict(set ipcSet, vals func() ([2]uint16, error)) string {
+	switch {
+	case set.uid != 0 || set.cuid != 0:
+		return fmt.Sprintf("owned by uid %d, made by uid %d", set.uid, set.cuid)
+	case set.perms != 0o666:
+		return fmt.Sprintf("mode %04o, not 0666", set.perms)
+	case set.nsems != 2:
+		return fmt.Sprintf("%d semaphores, not 2", set.nsems)
+	}
+	v, err := vals()
+	switch {
+	case err != nil:
+		return err.Error()
+	case v[semClients] > maxClients || v[semLock] > 1:
+		return fmt.Sprintf("values %d and %d out of range", v[semClients], v[semLock])
+	}
+	return ""
+}
+
+// adoptPublic keeps set id as the public set when publicVerdict says it is
+// a daemon's: the SEM_UNDO registrations of the clients that attached to
+// the previous daemon live in it. It returns why not ("" when adopted).
+func (s *semaphores) adoptPublic(id int) string {
+	set, err := readIPCSet(id)
+	if err != nil {
+		return err.Error()
+	}
+	why := publicVerdict(set, func() ([2]uint16, error) {
+		var v [2]uint16
+		_, err := semctl(id, 0, getAll, unsafe.Pointer(&v[0]))
+		return v, os.NewSyscallError("semctl GETALL", err)
+	})
+	if why == "" {
+		s.public = id
+	}
+	return why
+}
+
+// readIPCSet finds set id in /proc/sysvipc/sem (ipc/util.c: a header line
+// naming the columns, one line per set, permissions in octal). It is read
+// as text: struct semid64_ds has a layout per architecture.
+func readIPCSet(id int) (ipcSet, error) {
+	b, err := os.ReadFile("/proc/sysvipc/sem")
+	if err != nil {
+		return ipcSet{}, err
+	}
+	lines := strings.Split(string(b), "\n")
+	col := map[string]int{}
+	for i, name := range strings.Fields(lines[0]) {
+		col[name] = i
+	}
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) < len(col) || f[col["semid"]] != strconv.Itoa(id) {
+			continue
+		}
+		num := func(name string, base int) uint64 {
+			v, _ := strconv.ParseUint(f[col[name]], base, 32)
+			return v
+		}
+		return ipcSet{perms: uint32(num("perms", 8)), nsems: int(num("nsems", 10)),
+			uid: uint32(num("uid", 10)), cuid: uint32(num("cuid", 10))}, nil
+	}
+	return ipcSet{}, fmt.Errorf("semaphore set %d not in /proc/sysvipc/sem", id)
 }
 
 // createPublic removes any public set and creates it with one SETALL.

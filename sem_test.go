@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -51,5 +52,35 @@ func TestSemaphoreOps(t *testing.T) {
 	}
 	if n, free, _ := s.values(); n != 1 || !free {
 		t.Errorf("after unlock: %d clients, lock free %v; want 1, true", n, free)
+	}
+}
+
+func TestPublicVerdict(t *testing.T) {
+	good := ipcSet{perms: 0o666, nsems: 2}
+	vals := func(a, b uint16) func() ([2]uint16, error) {
+		return func() ([2]uint16, error) { return [2]uint16{a, b}, nil }
+	}
+	for _, tt := range []struct {
+		name string
+		set  ipcSet
+		vals func() ([2]uint16, error)
+		why  string
+	}{
+		{"a daemon's, two clients", good, vals(98, 1), ""},
+		{"a client attaching", good, vals(99, 0), ""},
+		{"no client", good, vals(100, 1), ""},
+		{"a user's", ipcSet{perms: 0o666, nsems: 2, uid: 1000, cuid: 1000}, vals(100, 1), "owned by uid 1000"},
+		{"given to root by a user", ipcSet{perms: 0o666, nsems: 2, cuid: 1000}, vals(100, 1), "made by uid 1000"},
+		{"private mode", ipcSet{perms: 0o600, nsems: 2}, vals(100, 1), "mode 0600"},
+		{"three semaphores", ipcSet{perms: 0o666, nsems: 3}, nil, "3 semaphores"},
+		{"count above 100", good, vals(101, 1), "out of range"},
+		{"lock above 1", good, vals(100, 2), "out of range"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			why := publicVerdict(tt.set, tt.vals)
+			if !strings.Contains(why, tt.why) || (tt.why == "") != (why == "") {
+				t.Errorf("publicVerdict = %q, want %q", why, tt.why)
+			}
+		})
 	}
 }

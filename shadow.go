@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -180,26 +181,217 @@ func newShadow(top int, max int64) *shadow {
 		dirName: cstr(shadowDir), curName: cstr(currentName), curTmp: cstr(currentTmp), dot: cstr(".")}
 }
 
-// create makes a fresh shadow directory with an empty first file. A directory
-// left by a crashed daemon is moved aside first and removed: its files may
-// still be open in clients, and unlinking them is what tells those clients
-// (link count 0) to re-attach.
-func (s *shadow) create() error {
+// create adopts the shadow directory a previous daemon left (adopt), or
+// makes a fresh one with an empty first file. A directory that is not
+// provably a daemon's is moved aside first and removed: its files may still
+// be open in clients, and unlinking them is what tells those clients (link
+// count 0) to re-attach. It returns a line for the log when it found a
+// directory.
+func (s *shadow) create() (string, error) {
 	err := unix.Mkdirat(s.top, shadowDir, 0o755)
+	var note string
 	if errors.Is(err, unix.EEXIST) {
+		why := s.adopt()
+		if why == "" {
+			return fmt.Sprintf("adopted %s left by a previous daemon: shadow files %d to %d, writing on at record %d of file %d",
+				shadowDir, s.oldest, s.seq, s.n, s.seq), nil
+		}
+		note = fmt.Sprintf("not adopting %s left by a previous daemon (%s): moved aside, starting afresh", shadowDir, why)
 		stale := cstr(staleDir + strconv.Itoa(os.Getpid()))
 		removeTree(s.top, cname(stale))
 		if err := renameat(s.top, s.dirName, s.top, stale); err != nil {
-			return fmt.Errorf("move aside %s: %w", shadowDir, os.NewSyscallError("renameat2", err))
+			return note, fmt.Errorf("move aside %s: %w", shadowDir, os.NewSyscallError("renameat2", err))
 		}
 		err = unix.Mkdirat(s.top, shadowDir, 0o755)
 	}
 	if err != nil {
-		return fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
+		return note, fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
 	}
 	s.stale = true
 	s.removeStale()
-	return s.open()
+	return note, s.open()
+}
+
+// adoptEntry is what adoption knows of one name in a shadow directory.
+type adoptEntry struct {
+	name  string
+	mode  uint32 // st_mode: type and permissions
+	uid   uint32
+	nlink uint64
+	size  int64
+}
+
+func entryOf(name string, st *unix.Stat_t) adoptEntry {
+	return adoptEntry{name, st.Mode, st.Uid, uint64(st.Nlink), st.Size}
+}
+
+// adoptPlan is what adoptVerdict found: shadow files oldest to newest, the
+// newest holding records whole records.
+type adoptPlan struct{ oldest, newest, records int64 }
+
+// adoptVerdict decides from plain facts whether a shadow directory is
+// provably a daemon's, as PROTOCOL.md ("Files") describes it: the directory
+// root's, mode 0755; current and the shadow files root's regular files, mode
+// 0644, one link each; current reading "<seq>/<max>" with this daemon's max;
+// shadow files numbered without a gap up to seq, each but the newest exactly
+// max records, the newest at most that; no other names but status and
+// current.tmp (left by a crash mid-replacement). It returns why not ("" when
+// adoptable). A torn last record of the newest (a crash mid-write) is left
+// out of records.
+func adoptVerdict(dir adoptEntry, entries []adoptEntry, current []byte, max int64, recSize int) (adoptPlan, string) {
+	var p adoptPlan
+	if why := daemonOwned(dir, unix.S_IFDIR, 0o755); why != "" {
+		return p, why
+	}
+	var seqs []int64
+	sizes := map[int64]int64{}
+	haveCurrent := false
+	for _, e := range entries {
+		fileSeq, isShadow := parseName(e.name)
+		switch {
+		case isShadow, e.name == currentName, e.name == statusName:
+			if why := daemonOwned(e, unix.S_IFREG, 0o644); why != "" {
+				return p, why
+			}
+		case e.name == currentTmp:
+			continue
+		default:
+			return p, fmt.Sprintf("%s is not a daemon's", e.name)
+		}
+		haveCurrent = haveCurrent || e.name == currentName
+		if isShadow {
+			seqs = append(seqs, fileSeq)
+			sizes[fileSeq] = e.size
+		}
+	}
+	slices.Sort(seqs)
+	full := max * int64(recSize)
+	seq, curMax, ok := parseCurrent(current)
+	switch {
+	case !haveCurrent:
+		return p, "no " + currentName
+	case !ok:
+		return p, fmt.Sprintf("%s reads %q", currentName, current)
+	case curMax != max:
+		return p, fmt.Sprintf("%s says %d records per file, not %d", currentName, curMax, max)
+	case len(seqs) == 0 || seqs[len(seqs)-1] != seq:
+		return p, fmt.Sprintf("%s names file %d, not the newest", currentName, seq)
+	case seq-seqs[0] != int64(len(seqs)-1):
+		return p, fmt.Sprintf("shadow files %d to %d with a gap", seqs[0], seq)
+	case sizes[seq] > full:
+		return p, fmt.Sprintf("file %d holds more than %d records", seq, max)
+	}
+	for _, f := range seqs[:len(seqs)-1] {
+		if sizes[f] != full {
+			return p, fmt.Sprintf("file %d holds %d bytes, not %d", f, sizes[f], full)
+		}
+	}
+	return adoptPlan{seqs[0], seq, sizes[seq] / int64(recSize)}, ""
+}
+
+// daemonOwned says why e is not what the daemon makes: of type typ, root's,
+// with mode perm, one link ("" when it is).
+func daemonOwned(e adoptEntry, typ, perm uint32) string {
+	switch {
+	case e.mode&unix.S_IFMT != typ:
+		return fmt.Sprintf("%s is not a %s", e.name, map[uint32]string{unix.S_IFDIR: "directory", unix.S_IFREG: "regular file"}[typ])
+	case e.uid != 0:
+		return fmt.Sprintf("%s is owned by uid %d", e.name, e.uid)
+	case e.mode&0o7777 != perm:
+		return fmt.Sprintf("%s has mode %04o, not %04o", e.name, e.mode&0o7777, perm)
+	case typ == unix.S_IFREG && e.nlink != 1:
+		return fmt.Sprintf("%s has %d links", e.name, e.nlink)
+	}
+	return ""
+}
+
+// adopt takes over the shadow directory a previous daemon left, stopped or
+// crashed, when adoptVerdict says it is one: clients registered with that
+// daemon read on in their files, and writing goes on at the newest file's
+// record-aligned end. It returns why not ("" when adopted); then it has
+// changed nothing.
+func (s *shadow) adopt() string {
+	dir, err := openat(s.top, s.dirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return "open: " + err.Error()
+	}
+	fd, plan, why := s.inspect(dir)
+	if why != "" {
+		unix.Close(dir)
+		return why
+	}
+	s.dir, s.fd, s.seq, s.n, s.oldest = dir, fd, plan.newest, plan.records, plan.oldest
+	unlinkat(dir, s.curTmp, 0)
+	if s.n == s.max {
+		// As when a write fills a file: the next one starts at once.
+		if err := s.start(s.seq + 1); err != nil {
+			unix.Close(s.fd)
+			unix.Close(dir)
+			s.dir, s.fd = -1, -1
+			return "start the next file: " + err.Error()
+		}
+	}
+	return ""
+}
+
+// inspect gathers adoptVerdict's facts of the directory dir and, when it
+// says yes, opens the newest file for writing at its record-aligned end.
+// Every open is O_NOFOLLOW|O_NONBLOCK: a symlink fails, a FIFO does not block.
+func (s *shadow) inspect(dir int) (fd int, plan adoptPlan, why string) {
+	var st unix.Stat_t
+	if err := unix.Fstat(dir, &st); err != nil {
+		return -1, plan, "fstat: " + err.Error()
+	}
+	dirEntry := entryOf(shadowDir, &st)
+	names, err := readNames(dir)
+	if err != nil {
+		return -1, plan, "list: " + err.Error()
+	}
+	var entries []adoptEntry
+	var current []byte
+	for _, name := range names {
+		if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return -1, plan, name + ": " + err.Error()
+		}
+		entries = append(entries, entryOf(name, &st))
+		if name == currentName && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			current = readSmall(dir, name)
+		}
+	}
+	plan, why = adoptVerdict(dirEntry, entries, current, s.max, sizeofAcctV3)
+	if why != "" {
+		return -1, plan, why
+	}
+	name := formatName(s.name[:], plan.newest)
+	fd, err = openat(dir, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, plan, cname(name) + ": " + err.Error()
+	}
+	end := plan.records * sizeofAcctV3
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		why = cname(name) + " changed under the daemon"
+	} else if err := unix.Ftruncate(fd, end); err != nil { // a torn last record
+		why = cname(name) + ": ftruncate: " + err.Error()
+	} else if _, err := unix.Seek(fd, end, io.SeekStart); err != nil {
+		why = cname(name) + ": lseek: " + err.Error()
+	}
+	if why != "" {
+		unix.Close(fd)
+		return -1, plan, why
+	}
+	return fd, plan, ""
+}
+
+// readSmall reads the first bytes of a small file (current) under dir.
+func readSmall(dir int, name string) []byte {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 64)
+	n, _ := unix.Read(fd, b)
+	return b[:max(n, 0)]
 }
 
 // open opens the shadow directory and starts again at file 0.
@@ -412,19 +604,11 @@ func (s *shadow) collect() (removed int, err error) {
 		}
 		s.oldest = seq
 		name := formatName(s.name[:], seq)
-		fd, err := openat(s.dir, name, unix.O_RDWR|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			continue // removed meanwhile
+		if s.inUse(name) {
+			break
 		}
-		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 1}
-		err = unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
-		if err == nil {
-			unlinkat(s.dir, name, 0)
+		if unlinkat(s.dir, name, 0) == nil {
 			removed++
-		}
-		unix.Close(fd) // drops the probe lock
-		if err != nil {
-			break // EAGAIN or EACCES: a client reads it
 		}
 		s.oldest = seq + 1
 	}
@@ -432,6 +616,31 @@ func (s *shadow) collect() (removed int, err error) {
 		err = err2
 	}
 	return removed, err
+}
+
+// inUse reports whether a client read-locks the shadow file name: a write
+// lock on its first byte fails (EAGAIN or EACCES). A file that cannot be
+// opened (removed meanwhile) is not in use.
+func (s *shadow) inUse(name []byte) bool {
+	fd, err := openat(s.dir, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 1}
+	err = unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
+	unix.Close(fd) // drops the probe lock
+	return err != nil
+}
+
+// anyInUse reports whether a client read-locks any shadow file.
+func (s *shadow) anyInUse() (bool, error) {
+	seqs, err := s.list()
+	for _, seq := range seqs {
+		if s.inUse(formatName(s.name[:], seq)) {
+			return true, err
+		}
+	}
+	return false, err
 }
 
 // repair recreates what was removed under the daemon: the directory, the file
@@ -494,6 +703,18 @@ func (s *shadow) recreate() error {
 func (s *shadow) usage() (files, size int64) {
 	files = s.seq - s.oldest + 1
 	return files, ((files-1)*s.max + s.n) * int64(s.recSize)
+}
+
+// close lets go of the directory and the file being written, keeping them.
+func (s *shadow) close() {
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
+	if s.dir >= 0 {
+		unix.Close(s.dir)
+		s.dir = -1
+	}
 }
 
 // removeAll deletes current first (so it never names a missing file), then
