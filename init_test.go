@@ -52,6 +52,19 @@ for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/acctprobe; done
 wait $atop
 say atop "$(atop -r /tmp/raw -P PRG | grep -c ' (acctprobe) E ')"
 
+# Restarted while atop reads (the daemon hands its files over to the next
+# one): atop sees the processes before and after the restart.
+cp /bin/true /tmp/restartprobe
+atop -w /tmp/raw2 2 4 & atop=$!
+for i in $(seq 100); do [ -s /tmp/raw2 ] && break; sleep 0.1; done
+for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/restartprobe; done
+sleep 1.5 # copied (the daemon polls here), not only written
+systemctl restart atopacct.service; say restart $?
+for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/restartprobe; done
+wait $atop
+say readon "$(atop -r /tmp/raw2 -P PRG | grep -c ' (restartprobe) E ')"
+pid=$(main)
+
 # Restarted after SIGKILL.
 systemctl kill -s KILL atopacct.service # systemd signals the unit's own processes
 for i in $(seq 50); do
@@ -117,7 +130,7 @@ func TestIntegrationSystemd(t *testing.T) {
 				"CapEff":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"CapBnd":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"NoNewPrivs": "1", "Seccomp": "2", "polling": "1",
-				"atop": "10", "restarted": "yes", "warned": "2", "named": "0",
+				"atop": "10", "restart": "0", "readon": "20", "restarted": "yes", "warned": "3", "named": "0",
 				"stop": "0", "result": "success", "left": "",
 			}
 			for k, v := range want {
