@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -124,6 +125,7 @@ type source struct {
 	off    int64 // bytes consumed from fds[cur]
 	format recordFormat
 	self   string // identity of the daemon's own records
+	early  int64  // bytes of other records in pacct_source.next at switchOn
 	on     bool   // the daemon switched accounting on
 
 	name, nextName []byte    // NUL-terminated names for the *at calls
@@ -154,7 +156,8 @@ func (s *source) create() error {
 // format without waiting for any process: the kernel writes a record for the
 // caller into the old file whenever acct(2) switches files, so the daemon
 // switches to pacct_source.next first, then to pacct_source, and reads its
-// own record from pacct_source.next.
+// own record, the last one in pacct_source.next. The records before it are
+// of processes that exited between the two switches: takeEarly copies them.
 func (s *source) switchOn() error {
 	if err := acct(s.paths[1]); err != nil {
 		return fmt.Errorf("switch accounting on (%s): %w", sourceNext, os.NewSyscallError("acct", err))
@@ -163,22 +166,50 @@ func (s *source) switchOn() error {
 	if err := acct(s.paths[0]); err != nil {
 		return fmt.Errorf("switch accounting on (%s): %w", sourceName, os.NewSyscallError("acct", err))
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(s.fds[1], &st); err != nil {
+		return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("fstat", err))
+	}
+	if st.Size == 0 {
+		return errors.New("the kernel wrote no accounting record (file system below the suspend level of /proc/sys/kernel/acct?)")
+	}
+	// Every record has the format's size: the last one starts that far
+	// from the end.
 	var rec [sizeofAcctV3]byte
 	n, err := unix.Pread(s.fds[1], rec[:], 0)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
 	}
-	if n == 0 {
-		return errors.New("the kernel wrote no accounting record (file system below the suspend level of /proc/sys/kernel/acct?)")
-	}
 	f, err := parseFormat(rec[:n])
 	if err != nil {
 		return err
 	}
-	if n < f.size {
-		return fmt.Errorf("%w: short record of %d bytes", errFormat, n)
+	s.early = st.Size - int64(f.size)
+	if n < f.size || s.early%int64(f.size) != 0 {
+		return fmt.Errorf("%w: %d bytes, not whole records of %d", errFormat, st.Size, f.size)
+	}
+	if n, err = unix.Pread(s.fds[1], rec[:f.size], s.early); err != nil || n != f.size {
+		return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
 	}
 	s.format, s.self = f, f.identity(rec[:])
+	return nil
+}
+
+// takeEarly passes the records of processes that exited between switchOn's
+// two switches to f, a buffer at a time, then empties pacct_source.next.
+func (s *source) takeEarly(buf []byte, f func([]byte) error) error {
+	for off := int64(0); off < s.early; {
+		n, err := unix.Pread(s.fds[1], buf[:min(int64(len(buf)), s.early-off)], off)
+		if err != nil || n == 0 {
+			return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
+		}
+		n -= n % s.format.size
+		if err := f(buf[:n]); err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	s.early = 0
 	if err := unix.Ftruncate(s.fds[1], 0); err != nil {
 		return fmt.Errorf("empty %s: %w", sourceNext, os.NewSyscallError("ftruncate", err))
 	}
@@ -316,6 +347,92 @@ func (s *source) dropSelf(recs []byte) []byte {
 		}
 	}
 	return out
+}
+
+// leftover holds the source files a previous daemon left, opened before
+// this one replaces their names: after a crash the kernel went on writing
+// into them, and the records after that daemon's last copy are still to be
+// copied. Read as one stream, pacct_source then pacct_source.next, they are
+// in the kernel's order whatever step of a rotation the crash interrupted:
+// mid-rotation the kernel writes into .next while pacct_source holds the
+// rest of the old file; otherwise .next is empty.
+type leftover struct {
+	fds [2]int // -1: missing, or not a file a daemon made
+}
+
+// openLeftover opens the source files in top that are provably a daemon's:
+// root's regular files, mode 0600, one link (O_NOFOLLOW|O_NONBLOCK: a
+// symlink fails, a FIFO does not block).
+func openLeftover(top int) leftover {
+	l := leftover{fds: [2]int{-1, -1}}
+	for i, name := range []string{sourceName, sourceNext} {
+		fd, err := unix.Openat(top, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || daemonOwned(entryOf(name, &st), unix.S_IFREG, 0o600) != "" {
+			unix.Close(fd)
+			continue
+		}
+		l.fds[i] = fd
+	}
+	return l
+}
+
+// after finds the last occurrence of rec in the stream, at a record
+// boundary, and returns where the records after it start; the start of the
+// stream when rec is not there.
+func (l *leftover) after(rec, buf []byte) (file int, off int64) {
+	size := len(rec)
+	for i, fd := range l.fds {
+		for pos := int64(0); fd >= 0; {
+			n, _ := unix.Pread(fd, buf, pos)
+			n -= n % size
+			if n <= 0 {
+				break
+			}
+			for j := 0; j < n; j += size {
+				if bytes.Equal(buf[j:j+size], rec) {
+					file, off = i, pos+int64(j+size)
+				}
+			}
+			pos += int64(n)
+		}
+	}
+	return file, off
+}
+
+// each passes the whole records of the stream from (file, off) on to f,
+// a buffer at a time.
+func (l *leftover) each(file int, off int64, buf []byte, size int, f func([]byte) error) error {
+	for i := file; i < len(l.fds); i++ {
+		for pos := off; l.fds[i] >= 0; {
+			n, err := unix.Pread(l.fds[i], buf, pos)
+			if err != nil {
+				return fmt.Errorf("read the old %s: %w", []string{sourceName, sourceNext}[i], os.NewSyscallError("pread", err))
+			}
+			n -= n % size
+			if n <= 0 {
+				break
+			}
+			if err := f(buf[:n]); err != nil {
+				return err
+			}
+			pos += int64(n)
+		}
+		off = 0
+	}
+	return nil
+}
+
+func (l *leftover) close() {
+	for i, fd := range l.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+			l.fds[i] = -1
+		}
+	}
 }
 
 // remove switches accounting off and deletes the source files.

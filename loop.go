@@ -333,6 +333,44 @@ func (d *daemon) deliver(recs []byte) error {
 	return nil
 }
 
+// catchUp copies what a crashed daemon left uncopied in its source files
+// (leftover): the records after the newest one the adopted shadow files
+// hold. The stream's last record is this daemon's own when accounting was
+// still on into the old files (acct(2) wrote it there when the daemon
+// switched files): only that one is left out, as records before it may be
+// of processes that had this daemon's pid before it (a storm wraps
+// pid_max). It returns how many records it handed on.
+func (d *daemon) catchUp(old *leftover) (int, error) {
+	size := d.src.format.size
+	last := make([]byte, size)
+	if !d.sh.lastRecord(last) {
+		return 0, nil // the shadow files hold no record: none was being copied
+	}
+	file, off := old.after(last, d.buf)
+	n, held := 0, false // last holds the stream's last record read so far
+	err := old.each(file, off, d.buf, size, func(recs []byte) error {
+		if held {
+			if err := d.deliver(last); err != nil {
+				return err
+			}
+			n++
+		}
+		if body := recs[:len(recs)-size]; len(body) > 0 {
+			if err := d.deliver(body); err != nil {
+				return err
+			}
+			n += len(body) / size
+		}
+		held = copy(last, recs[len(recs)-size:]) == size
+		return nil
+	})
+	if err == nil && held && !d.src.format.isSelf(last, d.src.self) {
+		err = d.deliver(last)
+		n++
+	}
+	return n, err
+}
+
 // What the public semaphores say of clients (presence).
 const (
 	clientsCopy  = iota // a client is registered or attaching: copy

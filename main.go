@@ -235,9 +235,10 @@ func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
 }
 
 // acquire is step 2, in this order: semaphores (refuses a second daemon),
-// the signal pipe, source files, shadow directory, netlink, accounting on
-// (verified by the record the kernel writes when it switches files), netlink
-// verified by a real exit, the loop's epoll set, PID file, priority,
+// the signal pipe, source files (a previous daemon's kept open), shadow
+// directory, netlink, accounting on (verified by the record the kernel
+// writes when it switches files), what a crashed daemon left uncopied,
+// netlink verified by a real exit, the loop's wait, PID file, priority,
 // $NOTIFY_SOCKET. Between
 // stages it sheds the start-up code it no longer needs from memory.
 func (d *daemon) acquire() error {
@@ -253,6 +254,8 @@ func (d *daemon) acquire() error {
 	}
 	d.text = textRanges()
 	unix.Umask(0o022)
+	old := openLeftover(d.top) // before create replaces their names
+	defer old.close()
 	if err := d.src.create(); err != nil {
 		return fail(exitFiles, err)
 	}
@@ -278,6 +281,18 @@ func (d *daemon) acquire() error {
 	d.shed()
 	d.sh.recSize = d.src.format.size
 	d.buf = make([]byte, readRecords*d.src.format.size)
+	if d.sh.adopted {
+		n, err := d.catchUp(&old)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			d.log.noticef("copied %d records the previous daemon had left in its source files", n)
+		}
+	}
+	if err := d.src.takeEarly(d.buf, d.deliver); err != nil {
+		return fail(exitFiles, err)
+	}
 	if d.nl != nil {
 		if err := d.nl.probe(); err != nil {
 			d.log.warnf("%v: polling every %s", err, d.opts.poll)

@@ -165,6 +165,7 @@ type shadow struct {
 	n      int64 // records in it
 	oldest int64 // sequence number of the oldest file kept
 
+	adopted  bool   // create took over a previous daemon's directory
 	repaired string // what start had to recreate, for repair to report
 	stale    bool   // a directory moved aside may be left to remove
 
@@ -226,8 +227,12 @@ func entryOf(name string, st *unix.Stat_t) adoptEntry {
 }
 
 // adoptPlan is what adoptVerdict found: shadow files oldest to newest, the
-// newest holding records whole records.
-type adoptPlan struct{ oldest, newest, records int64 }
+// newest holding records whole records; current to be rewritten when it
+// names the file before the newest.
+type adoptPlan struct {
+	oldest, newest, records int64
+	fixCurrent              bool
+}
 
 // adoptVerdict decides from plain facts whether a shadow directory is
 // provably a daemon's, as PROTOCOL.md ("Files") describes it: the directory
@@ -235,7 +240,9 @@ type adoptPlan struct{ oldest, newest, records int64 }
 // 0644, one link each; current reading "<seq>/<max>" with this daemon's max;
 // shadow files numbered without a gap up to seq, each but the newest exactly
 // max records, the newest at most that; no other names but status and
-// current.tmp (left by a crash mid-replacement). It returns why not ("" when
+// current.tmp (left by a crash mid-replacement). An empty file after the one
+// current names, that one full, is a crash between creating the next file
+// and naming it: adopted, and current rewritten. It returns why not ("" when
 // adoptable). A torn last record of the newest (a crash mid-write) is left
 // out of records.
 func adoptVerdict(dir adoptEntry, entries []adoptEntry, current []byte, max int64, recSize int) (adoptPlan, string) {
@@ -267,6 +274,10 @@ func adoptVerdict(dir adoptEntry, entries []adoptEntry, current []byte, max int6
 	slices.Sort(seqs)
 	full := max * int64(recSize)
 	seq, curMax, ok := parseCurrent(current)
+	fix := ok && len(seqs) > 1 && seqs[len(seqs)-1] == seq+1 && sizes[seq+1] == 0 && sizes[seq] == full
+	if fix {
+		seq++
+	}
 	switch {
 	case !haveCurrent:
 		return p, "no " + currentName
@@ -286,7 +297,7 @@ func adoptVerdict(dir adoptEntry, entries []adoptEntry, current []byte, max int6
 			return p, fmt.Sprintf("file %d holds %d bytes, not %d", f, sizes[f], full)
 		}
 	}
-	return adoptPlan{seqs[0], seq, sizes[seq] / int64(recSize)}, ""
+	return adoptPlan{seqs[0], seq, sizes[seq] / int64(recSize), fix}, ""
 }
 
 // daemonOwned says why e is not what the daemon makes: of type typ, root's,
@@ -320,14 +331,20 @@ func (s *shadow) adopt() string {
 		unix.Close(dir)
 		return why
 	}
-	s.dir, s.fd, s.seq, s.n, s.oldest = dir, fd, plan.newest, plan.records, plan.oldest
+	s.dir, s.fd, s.seq, s.n, s.oldest, s.adopted = dir, fd, plan.newest, plan.records, plan.oldest, true
 	unlinkat(dir, s.curTmp, 0)
+	if plan.fixCurrent {
+		if err := s.writeCurrent(s.seq); err != nil {
+			s.close()
+			s.adopted = false
+			return err.Error()
+		}
+	}
 	if s.n == s.max {
 		// As when a write fills a file: the next one starts at once.
 		if err := s.start(s.seq + 1); err != nil {
-			unix.Close(s.fd)
-			unix.Close(dir)
-			s.dir, s.fd = -1, -1
+			s.close()
+			s.adopted = false
 			return "start the next file: " + err.Error()
 		}
 	}
@@ -380,6 +397,25 @@ func (s *shadow) inspect(dir int) (fd int, plan adoptPlan, why string) {
 		return -1, plan, why
 	}
 	return fd, plan, ""
+}
+
+// lastRecord reads the newest record the shadow files hold into rec; false
+// when they hold none.
+func (s *shadow) lastRecord(rec []byte) bool {
+	seq, n := s.seq, s.n
+	if n == 0 {
+		if seq == s.oldest {
+			return false
+		}
+		seq, n = seq-1, s.max // full: a file is started as soon as one is
+	}
+	fd, err := openat(s.dir, formatName(s.name[:], seq), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	m, err := unix.Pread(fd, rec, (n-1)*int64(len(rec)))
+	return err == nil && m == len(rec)
 }
 
 // readSmall reads the first bytes of a small file (current) under dir.

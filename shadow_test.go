@@ -345,10 +345,12 @@ func TestAdoptVerdict(t *testing.T) {
 		want    adoptPlan
 		why     string
 	}{
-		{"a daemon's, torn last record", dir, good, "5/2", adoptPlan{3, 5, 1}, ""},
-		{"newest full", dir, with(3, func(e *adoptEntry) { e.size = 128 }), "5/2", adoptPlan{3, 5, 2}, ""},
-		{"one empty file", dir, []adoptEntry{file(currentName, 3), file("0000000000.paf", 0)}, "0/2", adoptPlan{0, 0, 0}, ""},
-		{"current with blanks", dir, good, " 5/ 2\n", adoptPlan{3, 5, 1}, ""},
+		{"a daemon's, torn last record", dir, good, "5/2", adoptPlan{3, 5, 1, false}, ""},
+		{"newest full", dir, with(3, func(e *adoptEntry) { e.size = 128 }), "5/2", adoptPlan{3, 5, 2, false}, ""},
+		{"one empty file", dir, []adoptEntry{file(currentName, 3), file("0000000000.paf", 0)}, "0/2", adoptPlan{0, 0, 0, false}, ""},
+		{"current with blanks", dir, good, " 5/ 2\n", adoptPlan{3, 5, 1, false}, ""},
+		{"next file made, not named yet", dir, with(3, func(e *adoptEntry) { e.size = 0 }), "4/2", adoptPlan{3, 5, 0, true}, ""},
+		{"next file not empty", dir, with(3, func(e *adoptEntry) { e.size = 64 }), "4/2", adoptPlan{}, "current names file 4, not the newest"},
 		{"directory a symlink", adoptEntry{shadowDir, unix.S_IFLNK | 0o777, 0, 1, 0}, good, "5/2", adoptPlan{}, "pacct_shadow.d is not a directory"},
 		{"directory not root's", adoptEntry{shadowDir, unix.S_IFDIR | 0o755, 1000, 2, 0}, good, "5/2", adoptPlan{}, "owned by uid 1000"},
 		{"directory writable", adoptEntry{shadowDir, unix.S_IFDIR | 0o777, 0, 2, 0}, good, "5/2", adoptPlan{}, "mode 0777"},
