@@ -69,7 +69,13 @@ say gap "$(journalctl -b -u atopacct.service -o short-unix --no-pager |
 	awk '/SIGTERM: stopping/ { t = $1 } /started / && t { printf "%.1f", ($1 - t) * 1000; exit }')"
 pid=$(main)
 
-# Restarted after SIGKILL.
+# Restarted after SIGKILL while atop reads: the next daemon adopts the
+# files and copies what the kernel wrote after the last copy (the probes
+# exit right before the kill, mostly before the daemon's next poll).
+cp /bin/true /tmp/killprobe
+atop -w /tmp/raw3 2 5 & atop=$!
+for i in $(seq 100); do [ -s /tmp/raw3 ] && break; sleep 0.1; done
+for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/killprobe; done
 systemctl kill -s KILL atopacct.service # systemd signals the unit's own processes
 for i in $(seq 50); do
 	sleep 0.2
@@ -77,6 +83,9 @@ for i in $(seq 50); do
 	[ "$new" != 0 ] && [ "$new" != "$pid" ] && [ "$(systemctl is-active atopacct.service)" = active ] && break
 done
 say restarted "$( [ "$new" != 0 ] && [ "$new" != "$pid" ] && echo yes)"
+for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/killprobe; done
+wait $atop
+say readkill "$(atop -r /tmp/raw3 -P PRG | grep -c ' (killprobe) E ')"
 
 systemctl stop atopacct.service; say stop $?
 say result "$(systemctl show -P Result atopacct.service)"
@@ -134,7 +143,7 @@ func TestIntegrationSystemd(t *testing.T) {
 				"CapEff":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"CapBnd":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"NoNewPrivs": "1", "Seccomp": "2", "polling": "1",
-				"atop": "10", "restart": "0", "readon": "20", "restarted": "yes", "warned": "3", "named": "0",
+				"atop": "10", "restart": "0", "readon": "20", "restarted": "yes", "readkill": "20", "warned": "3", "named": "0",
 				"stop": "0", "result": "success", "left": "",
 			}
 			t.Logf("FIGURE %s: systemctl restart: from the old daemon's SIGTERM line to the new one's started line %s ms (the accounting gap is within)", c.unit, facts["gap"])
