@@ -630,11 +630,38 @@ func tool(t *testing.T, env, name, from string) string {
 	return p
 }
 
+// TestIntegrationAtop: real atop clients, Debian 12's 2.8.1 (ATOP) and
+// Debian sid's 2.13.0 (ATOP_NEW: .ci/run unpacks it with the libraries it
+// needs), each see every process that exits between their samples: 100,
+// then the daemon is stopped and started again (with SIGTERM, or killed),
+// then 100 more. atop 2.8 would keep reading a deleted file, atop >= 2.9
+// start the new file at offset 0: both only read on because the next
+// daemon adopts the shadow files.
 func TestIntegrationAtop(t *testing.T) {
 	bin := integration(t)
-	atop := tool(t, "ATOP", "atop", ".ci/run unpacks Debian's atop 2.8.1")
+	for _, client := range []struct{ name, env string }{{"2.8.1", "ATOP"}, {"2.13.0", "ATOP_NEW"}} {
+		atop := os.Getenv(client.env)
+		for _, restart := range []unix.Signal{0, unix.SIGTERM, unix.SIGKILL} {
+			name := client.name + "/no restart"
+			if restart != 0 {
+				name = client.name + "/" + unix.SignalName(restart) + " and start"
+			}
+			t.Run(name, func(t *testing.T) {
+				if atop == "" {
+					atop = tool(t, client.env, "atop-"+client.name, ".ci/run unpacks Debian's atop packages")
+				}
+				atopRestart(t, bin, atop, restart)
+			})
+		}
+	}
+}
+
+// atopRestart runs atop over 6 samples while 100 processes exit, the daemon
+// gets restart (0: none) and is started again, and 100 more exit; atop must
+// show all 200.
+func atopRestart(t *testing.T, bin, atop string, restart unix.Signal) {
 	top := newTop(t)
-	startDaemon(t, bin, top)
+	d := startDaemon(t, bin, top)
 	work := t.TempDir()
 	raw := filepath.Join(work, "raw")
 	// atop reads pacctdir from /etc/atoprc only: give it one of its own in a
@@ -645,7 +672,7 @@ mount -t tmpfs tmpfs %[1]s
 mkdir %[1]s/upper %[1]s/work
 mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/upper,workdir=%[1]s/work /etc
 echo "pacctdir %[2]s" > /etc/atoprc
-exec %[3]s -w %[4]s 1 5
+exec %[3]s -w %[4]s 1 6
 `, filepath.Join(work, "mnt"), top, atop, raw)
 	os.Mkdir(filepath.Join(work, "mnt"), 0o700)
 	cmd := exec.Command("unshare", "-m", "sh", "-c", script)
@@ -661,13 +688,21 @@ exec %[3]s -w %[4]s 1 5
 		t.Fatalf("%d clients registered (%v), want atop", n, err)
 	}
 	pids := map[int]bool{}
-	for i := 0; i < 300; i++ {
-		c := exec.Command("/bin/true")
-		if err := c.Run(); err != nil {
-			t.Fatal(err)
+	exits := func(n int) {
+		for i := 0; i < n; i++ {
+			c := exec.Command("/bin/true")
+			if err := c.Run(); err != nil {
+				t.Fatal(err)
+			}
+			pids[c.Process.Pid] = true
 		}
-		pids[c.Process.Pid] = true
 	}
+	exits(100)
+	if restart != 0 {
+		d.stop(t, restart)
+		startDaemon(t, bin, top)
+	}
+	exits(100)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("atop -w: %v: %s", err, out.String())
 	}
@@ -685,8 +720,8 @@ exec %[3]s -w %[4]s 1 5
 			delete(pids, atoi(f[6]))
 		}
 	}
-	if seen != 300 {
-		t.Errorf("atop -P PRG shows %d of the 300 exited /bin/true processes", seen)
+	if seen != 200 {
+		t.Errorf("atop -P PRG shows %d of the 200 exited /bin/true processes", seen)
 	}
 }
 

@@ -128,8 +128,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		}
 	}
 
-	// 2. Acquire, as root: semaphores, the signal pipe, source files,
-	//    shadow directory, netlink, accounting on, PID file, priority.
+	// 2. Acquire, as root: semaphores and shadow directory (adopted from a
+	//    previous daemon when provably its), the signal pipe, source files,
+	//    netlink, accounting on, what a crashed daemon left uncopied, PID
+	//    file, priority.
 	if err := d.acquire(); err != nil {
 		return d.abort(err)
 	}
@@ -237,8 +239,8 @@ func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
 // acquire is step 2, in this order: semaphores (refuses a second daemon),
 // the signal pipe, source files (a previous daemon's kept open), shadow
 // directory, netlink, accounting on (verified by the record the kernel
-// writes when it switches files), what a crashed daemon left uncopied,
-// netlink verified by a real exit, the loop's wait, PID file, priority,
+// writes when it switches files), what a crashed daemon left uncopied and
+// what arrived between the two switches, netlink verified by a real exit, the loop's wait, PID file, priority,
 // $NOTIFY_SOCKET. Between
 // stages it sheds the start-up code it no longer needs from memory.
 func (d *daemon) acquire() error {
