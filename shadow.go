@@ -256,12 +256,10 @@ func adoptVerdict(dir adoptEntry, entries []adoptEntry, current []byte, max int6
 	for _, e := range entries {
 		fileSeq, isShadow := parseName(e.name)
 		switch {
-		case isShadow, e.name == currentName, e.name == statusName:
+		case isShadow, e.name == currentName, e.name == statusName, e.name == currentTmp:
 			if why := daemonOwned(e, unix.S_IFREG, 0o644); why != "" {
 				return p, why
 			}
-		case e.name == currentTmp:
-			continue
 		default:
 			return p, fmt.Sprintf("%s is not a daemon's", e.name)
 		}

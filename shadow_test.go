@@ -359,6 +359,7 @@ func TestAdoptVerdict(t *testing.T) {
 		{"file hard-linked", dir, with(1, func(e *adoptEntry) { e.nlink = 2 }), "5/2", adoptPlan{}, "0000000003.paf has 2 links"},
 		{"file not root's", dir, with(3, func(e *adoptEntry) { e.uid = 1 }), "5/2", adoptPlan{}, "owned by uid 1"},
 		{"file writable by others", dir, with(3, func(e *adoptEntry) { e.mode |= 0o002 }), "5/2", adoptPlan{}, "mode 0646"},
+		{"current.tmp a directory", dir, with(5, func(e *adoptEntry) { e.mode = unix.S_IFDIR | 0o755 }), "5/2", adoptPlan{}, "current.tmp is not a regular file"},
 		{"status hard-linked", dir, with(4, func(e *adoptEntry) { e.nlink = 3 }), "5/2", adoptPlan{}, "status has 3 links"},
 		{"short non-newest file", dir, with(2, func(e *adoptEntry) { e.size = 64 }), "5/2", adoptPlan{}, "file 4 holds 64 bytes, not 128"},
 		{"newest too long", dir, with(3, func(e *adoptEntry) { e.size = 129 }), "5/2", adoptPlan{}, "file 5 holds more than 2 records"},
