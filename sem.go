@@ -119,9 +119,9 @@ func (s *semaphores) acquire() (string, error) {
 	if err != nil {
 		return "", os.NewSyscallError("semop private", err)
 	}
-	id, err = semget(publicKey, 2, 0)
+	id, err = semget(publicKey, 0, 0) // nsems 0: whatever its size
 	if err != nil {
-		return "", s.createPublic() // none (ENOENT), or not one a daemon made
+		return "", s.createPublic() // none
 	}
 	why := s.adoptPublic(id)
 	if why == "" {
@@ -210,7 +210,7 @@ func readIPCSet(id int) (ipcSet, error) {
 
 // createPublic removes any public set and creates it with one SETALL.
 func (s *semaphores) createPublic() error {
-	if id, err := semget(publicKey, 2, 0); err == nil {
+	if id, err := semget(publicKey, 0, 0); err == nil {
 		if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil {
 			return os.NewSyscallError("semctl IPC_RMID public", err)
 		}
