@@ -188,11 +188,20 @@ func (s *source) switchOn() error {
 	if n < f.size || s.early%int64(f.size) != 0 {
 		return fmt.Errorf("%w: %d bytes, not whole records of %d", errFormat, st.Size, f.size)
 	}
-	if n, err = unix.Pread(s.fds[1], rec[:f.size], s.early); err != nil || n != f.size {
-		return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
+	if n, err = unix.Pread(s.fds[1], rec[:f.size], s.early); n != f.size {
+		return fmt.Errorf("read %s: %w", sourceNext, readError(err))
 	}
 	s.format, s.self = f, f.identity(rec[:])
 	return nil
+}
+
+// readError is pread's error, or io.ErrUnexpectedEOF when it read short
+// without one (the file shrank under the daemon).
+func readError(err error) error {
+	if err != nil {
+		return os.NewSyscallError("pread", err)
+	}
+	return io.ErrUnexpectedEOF
 }
 
 // takeEarly passes the records of processes that exited between switchOn's
@@ -200,8 +209,8 @@ func (s *source) switchOn() error {
 func (s *source) takeEarly(buf []byte, f func([]byte) error) error {
 	for off := int64(0); off < s.early; {
 		n, err := unix.Pread(s.fds[1], buf[:min(int64(len(buf)), s.early-off)], off)
-		if err != nil || n == 0 {
-			return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
+		if n <= 0 {
+			return fmt.Errorf("read %s: %w", sourceNext, readError(err))
 		}
 		n -= n % s.format.size
 		if err := f(buf[:n]); err != nil {
