@@ -998,6 +998,18 @@ func TestIntegrationResetSparesLockedFiles(t *testing.T) {
 	}
 }
 
+// publicSetOf plants, for TestIntegrationAdoptRefuses, a public set of n
+// semaphores in place of the daemon's, as any local user could.
+func publicSetOf(n int) func(*testing.T, string) {
+	return func(t *testing.T, _ string) {
+		id, _ := semget(publicKey, 2, 0)
+		semctl(id, 0, unix.IPC_RMID, nil)
+		if _, err := semget(publicKey, n, unix.IPC_CREAT|0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestIntegrationAdoptRefuses: a shadow directory or public set that is not
 // provably a daemon's is not adopted: one line says why, the directory is
 // moved aside and removed, the set made anew. Each case starts from the
@@ -1028,20 +1040,8 @@ func TestIntegrationAdoptRefuses(t *testing.T) {
 		{"a short older file", func(t *testing.T, top string) {
 			os.Truncate(paf(top, 1), 64)
 		}, "file 1 holds 64 bytes, not 1920"},
-		{"a foreign public set", func(t *testing.T, top string) {
-			id, _ := semget(publicKey, 2, 0)
-			semctl(id, 0, unix.IPC_RMID, nil)
-			if _, err := semget(publicKey, 3, unix.IPC_CREAT|0o666); err != nil {
-				t.Fatal(err)
-			}
-		}, "not adopting public semaphore set 1071980 (3 semaphores, not 2)"},
-		{"a one-semaphore public set", func(t *testing.T, top string) {
-			id, _ := semget(publicKey, 2, 0)
-			semctl(id, 0, unix.IPC_RMID, nil)
-			if _, err := semget(publicKey, 1, unix.IPC_CREAT|0o666); err != nil {
-				t.Fatal(err)
-			}
-		}, "not adopting public semaphore set 1071980 (1 semaphores, not 2)"},
+		{"a foreign public set", publicSetOf(3), "not adopting public semaphore set 1071980 (3 semaphores, not 2)"},
+		{"a one-semaphore public set", publicSetOf(1), "not adopting public semaphore set 1071980 (1 semaphores, not 2)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			top := newTop(t)
