@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -356,92 +355,6 @@ func (s *source) dropSelf(recs []byte) []byte {
 		}
 	}
 	return out
-}
-
-// leftover holds the source files a previous daemon left, opened before
-// this one replaces their names: after a crash the kernel went on writing
-// into them, and the records after that daemon's last copy are still to be
-// copied. Read as one stream, pacct_source then pacct_source.next, they are
-// in the kernel's order whatever step of a rotation the crash interrupted:
-// mid-rotation the kernel writes into .next while pacct_source holds the
-// rest of the old file; otherwise .next is empty.
-type leftover struct {
-	fds [2]int // -1: missing, or not a file a daemon made
-}
-
-// openLeftover opens the source files in top that are provably a daemon's:
-// root's regular files, mode 0600, one link (O_NOFOLLOW|O_NONBLOCK: a
-// symlink fails, a FIFO does not block).
-func openLeftover(top int) leftover {
-	l := leftover{fds: [2]int{-1, -1}}
-	for i, name := range []string{sourceName, sourceNext} {
-		fd, err := unix.Openat(top, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Fstat(fd, &st) != nil || daemonOwned(entryOf(name, &st), unix.S_IFREG, 0o600) != "" {
-			unix.Close(fd)
-			continue
-		}
-		l.fds[i] = fd
-	}
-	return l
-}
-
-// after finds the last occurrence of rec in the stream, at a record
-// boundary, and returns where the records after it start; the start of the
-// stream when rec is not there.
-func (l *leftover) after(rec, buf []byte) (file int, off int64) {
-	size := len(rec)
-	for i, fd := range l.fds {
-		for pos := int64(0); fd >= 0; {
-			n, _ := unix.Pread(fd, buf, pos)
-			n -= n % size
-			if n <= 0 {
-				break
-			}
-			for j := 0; j < n; j += size {
-				if bytes.Equal(buf[j:j+size], rec) {
-					file, off = i, pos+int64(j+size)
-				}
-			}
-			pos += int64(n)
-		}
-	}
-	return file, off
-}
-
-// each passes the whole records of the stream from (file, off) on to f,
-// a buffer at a time.
-func (l *leftover) each(file int, off int64, buf []byte, size int, f func([]byte) error) error {
-	for i := file; i < len(l.fds); i++ {
-		for pos := off; l.fds[i] >= 0; {
-			n, err := unix.Pread(l.fds[i], buf, pos)
-			if err != nil {
-				return fmt.Errorf("read the old %s: %w", []string{sourceName, sourceNext}[i], os.NewSyscallError("pread", err))
-			}
-			n -= n % size
-			if n <= 0 {
-				break
-			}
-			if err := f(buf[:n]); err != nil {
-				return err
-			}
-			pos += int64(n)
-		}
-		off = 0
-	}
-	return nil
-}
-
-func (l *leftover) close() {
-	for i, fd := range l.fds {
-		if fd >= 0 {
-			unix.Close(fd)
-			l.fds[i] = -1
-		}
-	}
 }
 
 // remove switches accounting off and deletes the source files.
