@@ -121,8 +121,8 @@ func daemonOwned(e adoptEntry, typ, perm uint32) string {
 // adopt takes over the shadow directory a previous daemon left, stopped or
 // crashed, when adoptVerdict says it is one: clients registered with that
 // daemon read on in their files, and writing goes on at the newest file's
-// record-aligned end. It returns why not ("" when adopted); then it has
-// changed nothing.
+// record-aligned end. It returns why not ("" when adopted); then the
+// directory is not taken over.
 func (s *shadow) adopt() string {
 	dir, err := openat(s.top, s.dirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
@@ -133,23 +133,19 @@ func (s *shadow) adopt() string {
 		unix.Close(dir)
 		return why
 	}
-	s.dir, s.fd, s.seq, s.n, s.oldest, s.adopted = dir, fd, plan.newest, plan.records, plan.oldest, true
+	s.dir, s.fd, s.seq, s.n, s.oldest = dir, fd, plan.newest, plan.records, plan.oldest
 	unlinkat(dir, s.curTmp, 0)
 	if plan.fixCurrent {
-		if err := s.writeCurrent(s.seq); err != nil {
-			s.close()
-			s.adopted = false
-			return err.Error()
-		}
+		err = s.writeCurrent(s.seq)
 	}
-	if s.n == s.max {
-		// As when a write fills a file: the next one starts at once.
-		if err := s.start(s.seq + 1); err != nil {
-			s.close()
-			s.adopted = false
-			return "start the next file: " + err.Error()
-		}
+	if err == nil && s.n == s.max {
+		err = s.start(s.seq + 1) // as when a write fills a file: the next starts at once
 	}
+	if err != nil {
+		s.close()
+		return err.Error()
+	}
+	s.adopted = true
 	return ""
 }
 
@@ -268,27 +264,21 @@ func openLeftover(top int) leftover {
 // stream when rec is not there.
 func (l *leftover) after(rec, buf []byte) (file int, off int64) {
 	size := len(rec)
-	for i, fd := range l.fds {
-		for pos := int64(0); fd >= 0; {
-			n, _ := unix.Pread(fd, buf, pos)
-			n -= n % size
-			if n <= 0 {
-				break
+	// A read error ends the search; catchUp's each reports it.
+	l.each(0, 0, buf, size, func(i int, pos int64, recs []byte) error {
+		for j := 0; j < len(recs); j += size {
+			if bytes.Equal(recs[j:j+size], rec) {
+				file, off = i, pos+int64(j+size)
 			}
-			for j := 0; j < n; j += size {
-				if bytes.Equal(buf[j:j+size], rec) {
-					file, off = i, pos+int64(j+size)
-				}
-			}
-			pos += int64(n)
 		}
-	}
+		return nil
+	})
 	return file, off
 }
 
 // each passes the whole records of the stream from (file, off) on to f,
-// a buffer at a time.
-func (l *leftover) each(file int, off int64, buf []byte, size int, f func([]byte) error) error {
+// a buffer at a time, with the file and offset they were read at.
+func (l *leftover) each(file int, off int64, buf []byte, size int, f func(file int, pos int64, recs []byte) error) error {
 	for i := file; i < len(l.fds); i++ {
 		for pos := off; l.fds[i] >= 0; {
 			n, err := unix.Pread(l.fds[i], buf, pos)
@@ -299,7 +289,7 @@ func (l *leftover) each(file int, off int64, buf []byte, size int, f func([]byte
 			if n <= 0 {
 				break
 			}
-			if err := f(buf[:n]); err != nil {
+			if err := f(i, pos, buf[:n]); err != nil {
 				return err
 			}
 			pos += int64(n)

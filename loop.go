@@ -348,7 +348,7 @@ func (d *daemon) catchUp(old *leftover) (int, error) {
 	}
 	file, off := old.after(last, d.buf)
 	n, held := 0, false // last holds the stream's last record read so far
-	err := old.each(file, off, d.buf, size, func(recs []byte) error {
+	err := old.each(file, off, d.buf, size, func(_ int, _ int64, recs []byte) error {
 		if held {
 			if err := d.deliver(last); err != nil {
 				return err
