@@ -151,6 +151,10 @@ func (s *source) create() error {
 	return nil
 }
 
+// Both formats have one size, which switchOn relies on to find its own
+// record before it knows the format: this fails to compile otherwise.
+var _ = [1]struct{}{}[sizeofAcctV3-sizeofAcct]
+
 // switchOn switches accounting on into pacct_source and learns the record
 // format without waiting for any process: the kernel writes a record for the
 // caller into the old file whenever acct(2) switches files, so the daemon
@@ -172,23 +176,19 @@ func (s *source) switchOn() error {
 	if st.Size == 0 {
 		return errors.New("the kernel wrote no accounting record (file system below the suspend level of /proc/sys/kernel/acct?)")
 	}
-	// Every record has the format's size: the last one starts that far
-	// from the end.
+	// Both formats have one size (checked above switchOn), so the daemon's
+	// record is the last sizeofAcctV3 bytes whatever the format.
 	var rec [sizeofAcctV3]byte
-	n, err := unix.Pread(s.fds[1], rec[:], 0)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", sourceNext, os.NewSyscallError("pread", err))
+	s.early = st.Size - sizeofAcctV3
+	if s.early < 0 || s.early%sizeofAcctV3 != 0 {
+		return fmt.Errorf("%w: %d bytes, not whole records of %d", errFormat, st.Size, sizeofAcctV3)
 	}
-	f, err := parseFormat(rec[:n])
+	if n, err := unix.Pread(s.fds[1], rec[:], s.early); n != len(rec) {
+		return fmt.Errorf("read %s: %w", sourceNext, readError(err))
+	}
+	f, err := parseFormat(rec[:])
 	if err != nil {
 		return err
-	}
-	s.early = st.Size - int64(f.size)
-	if n < f.size || s.early%int64(f.size) != 0 {
-		return fmt.Errorf("%w: %d bytes, not whole records of %d", errFormat, st.Size, f.size)
-	}
-	if n, err = unix.Pread(s.fds[1], rec[:f.size], s.early); n != f.size {
-		return fmt.Errorf("read %s: %w", sourceNext, readError(err))
 	}
 	s.format, s.self = f, f.identity(rec[:])
 	return nil
