@@ -6,7 +6,6 @@ package main
 // they start and switch accounting off, also when they fail.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"maps"
@@ -632,60 +631,51 @@ func tool(t *testing.T, env, name, from string) string {
 
 // TestIntegrationAtop: real atop clients, Debian 12's 2.8.1 (ATOP) and
 // Debian sid's 2.13.0 (ATOP_NEW: .ci/run unpacks it with the libraries it
-// needs), each see every process that exits between their samples: 100,
-// then the daemon is stopped and started again (with SIGTERM, or killed),
-// then 100 more. atop 2.8 would keep reading a deleted file, atop >= 2.9
-// start the new file at offset 0: both only read on because the next
-// daemon adopts the shadow files.
+// needs), attached at once, each see every process that exits between
+// their samples: 100, then the daemon is stopped and started again (with
+// SIGTERM, or killed), then 100 more. atop 2.8 would keep reading a deleted
+// file, atop >= 2.9 start the new file at offset 0: both only read on
+// because the next daemon adopts the shadow files.
 func TestIntegrationAtop(t *testing.T) {
 	bin := integration(t)
-	for _, client := range []struct{ name, env string }{{"2.8.1", "ATOP"}, {"2.13.0", "ATOP_NEW"}} {
-		atop := os.Getenv(client.env)
-		for _, restart := range []unix.Signal{0, unix.SIGTERM, unix.SIGKILL} {
-			name := client.name + "/no restart"
-			if restart != 0 {
-				name = client.name + "/" + unix.SignalName(restart) + " and start"
-			}
-			t.Run(name, func(t *testing.T) {
-				if atop == "" {
-					atop = tool(t, client.env, "atop-"+client.name, ".ci/run unpacks Debian's atop packages")
-				}
-				atopRestart(t, bin, atop, restart)
-			})
+	atops := realAtops(t)
+	for _, restart := range []unix.Signal{0, unix.SIGTERM, unix.SIGKILL} {
+		name := "no restart"
+		if restart != 0 {
+			name = unix.SignalName(restart) + " and start"
 		}
+		t.Run(name, func(t *testing.T) {
+			top := newTop(t)
+			d := startDaemon(t, bin, top)
+			atopsAcross(t, top, atops, func() {
+				if restart != 0 {
+					d.stop(t, restart)
+					startDaemon(t, bin, top)
+				}
+			})
+		})
 	}
 }
 
-// atopRestart runs atop over 6 samples while 100 processes exit, the daemon
-// gets restart (0: none) and is started again, and 100 more exit; atop must
-// show all 200.
-func atopRestart(t *testing.T, bin, atop string, restart unix.Signal) {
-	top := newTop(t)
-	d := startDaemon(t, bin, top)
-	work := t.TempDir()
-	raw := filepath.Join(work, "raw")
-	// atop reads pacctdir from /etc/atoprc only: give it one of its own in a
-	// private mount namespace, over an overlay of /etc, leaving the host's alone.
-	script := fmt.Sprintf(`set -e
-mount --make-rprivate /
-mount -t tmpfs tmpfs %[1]s
-mkdir %[1]s/upper %[1]s/work
-mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/upper,workdir=%[1]s/work /etc
-echo "pacctdir %[2]s" > /etc/atoprc
-exec %[3]s -w %[4]s 1 6
-`, filepath.Join(work, "mnt"), top, atop, raw)
-	os.Mkdir(filepath.Join(work, "mnt"), 0o700)
-	cmd := exec.Command("unshare", "-m", "sh", "-c", script)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+// realAtops are the paths of atop 2.8.1 and 2.13.0, by version.
+func realAtops(t *testing.T) map[string]string {
+	return map[string]string{
+		"2.8.1":  tool(t, "ATOP", "atop", ".ci/run unpacks Debian's atop 2.8.1"),
+		"2.13.0": tool(t, "ATOP_NEW", "atop-2.13.0", ".ci/run unpacks Debian sid's atop 2.13.0"),
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// atop counts exits from its first sample on: start them after it.
-	waitFor(t, 10*time.Second, "atop's first sample", func() bool { st, err := os.Stat(raw); return err == nil && st.Size() > 0 })
-	if n, err := publicClients(); n != 1 {
-		t.Fatalf("%d clients registered (%v), want atop", n, err)
+}
+
+// atopsAcross runs each atop over 6 samples while 100 processes exit,
+// restart is called, and 100 more exit; each atop must show all 200.
+func atopsAcross(t *testing.T, top string, atops map[string]string, restart func()) {
+	raws := map[string]string{}
+	var cmds []*exec.Cmd
+	for version, atop := range atops {
+		raws[version] = filepath.Join(t.TempDir(), "raw")
+		cmds = append(cmds, startAtop(t, top, atop, raws[version]))
+	}
+	if n, err := publicClients(); n != len(atops) {
+		t.Fatalf("%d clients registered (%v), want %d atops", n, err, len(atops))
 	}
 	pids := map[int]bool{}
 	exits := func(n int) {
@@ -698,31 +688,57 @@ exec %[3]s -w %[4]s 1 6
 		}
 	}
 	exits(100)
-	if restart != 0 {
-		d.stop(t, restart)
-		startDaemon(t, bin, top)
-	}
+	restart()
 	exits(100)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("atop -w: %v: %s", err, out.String())
-	}
-	parsed, err := exec.Command(atop, "-r", raw, "-P", "PRG").Output()
-	if err != nil {
-		t.Fatalf("atop -r: %v", err)
-	}
-	// PRG host epoch date time interval pid (name) state ...
-	seen := 0
-	sc := bufio.NewScanner(strings.NewReader(string(parsed)))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) > 8 && f[0] == "PRG" && f[7] == "(true)" && f[8] == "E" && pids[atoi(f[6])] {
-			seen++
-			delete(pids, atoi(f[6]))
+	for _, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("atop -w: %v: %s", err, cmd.Stdout)
 		}
 	}
-	if seen != 200 {
-		t.Errorf("atop -P PRG shows %d of the 200 exited /bin/true processes", seen)
+	for version, atop := range atops {
+		parsed, err := exec.Command(atop, "-r", raws[version], "-P", "PRG").Output()
+		if err != nil {
+			t.Fatalf("atop %s -r: %v", version, err)
+		}
+		// PRG host epoch date time interval pid (name) state ...
+		seen := map[int]bool{}
+		for _, line := range strings.Split(string(parsed), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 8 && f[0] == "PRG" && f[7] == "(true)" && f[8] == "E" && pids[atoi(f[6])] {
+				seen[atoi(f[6])] = true
+			}
+		}
+		if len(seen) != 200 {
+			t.Errorf("atop %s -P PRG shows %d of the 200 exited /bin/true processes", version, len(seen))
+		}
 	}
+}
+
+// startAtop starts atop -w raw 1 6 reading the shadow files under top and
+// returns once it has written its first sample: it has registered, and
+// released sem1 (another atop registering before that would be refused).
+func startAtop(t *testing.T, top, atop, raw string) *exec.Cmd {
+	work := t.TempDir()
+	// atop reads pacctdir from /etc/atoprc only: give it one of its own in a
+	// private mount namespace, over an overlay of /etc, leaving the host's alone.
+	script := fmt.Sprintf(`set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs %[1]s
+mkdir %[1]s/upper %[1]s/work
+mount -t overlay overlay -o lowerdir=/etc,upperdir=%[1]s/upper,workdir=%[1]s/work /etc
+echo "pacctdir %[2]s" > /etc/atoprc
+exec %[3]s -w %[4]s 1 6
+`, work, top, atop, raw)
+	cmd := exec.Command("unshare", "-m", "sh", "-c", script)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// atop counts exits from its first sample on: start them after it.
+	waitFor(t, 10*time.Second, "atop's first sample", func() bool { st, err := os.Stat(raw); return err == nil && st.Size() > 0 })
+	return cmd
 }
 
 // TestIntegrationDumpAcct has GNU acct's dump-acct (Debian's acct package,
@@ -881,6 +897,14 @@ func TestIntegrationInitScript(t *testing.T) {
 		t.Errorf("client attached %d times across restart, want once", c.attaches)
 	}
 	c.detach()
+	// The real clients read on across restart: every exit before and after.
+	atopsAcross(t, top, realAtops(t), func() {
+		if out, code := run("restart"); code != 0 {
+			t.Fatalf("restart: exit %d, %q", code, out)
+		}
+		unix.Close(d.pidfd)
+		d.adopt(t, bin)
+	})
 	if out, code := run("stop"); code != 0 {
 		t.Fatalf("stop: exit %d, %q", code, out)
 	}
