@@ -92,7 +92,110 @@ func TestFaultKill9Repeated(t *testing.T) {
 		len(r.pids), gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond), c.attaches)
 }
 
-// 1c. SIGTERM and a start in the middle of a storm (a restart by hand):
+// 1c. kill -9 at each named instant of the daemon's file operations:
+// strace(1) injects SIGKILL as the daemon enters the system call that
+// would take the step named (the call does not run). With a client attached
+// the next start adopts what the killed daemon left and the client reads
+// every record once, in order, attached once. Inside the client-less reset
+// no client reads: the next start adopts the state or moves it aside,
+// saying which, and serves a new client.
+func TestFaultKill9Instants(t *testing.T) {
+	bin := integration(t)
+	strace := tool(t, "STRACE", "strace", "apt-get install strace")
+	for _, in := range []struct {
+		name          string
+		path, syscall string // strace -P path -e inject=syscall:signal=KILL
+		byFD          bool // the call names the file by a descriptor: path is under top
+		reset         bool // in the client-less reset, not in a storm
+	}{
+		{"source rotation: old file drained, not emptied", sourceName, "ftruncate", true, false},
+		{"source rotation: old file emptied, names not exchanged", sourceNext, "renameat2", false, false},
+		{"new shadow file created, current not replaced", currentTmp, "openat", false, false},
+		{"current.tmp written, not renamed", currentTmp, "renameat2", false, false},
+		{"garbage collection: file 0 removed, file 1 not", "0000000001.paf", "unlinkat", false, false},
+		{"client-less reset: file 0 emptied and current, file 1 not removed", "0000000001.paf", "unlinkat", false, true},
+	} {
+		t.Run(in.name, func(t *testing.T) {
+			top := newTop(t)
+			args := []string{"--records", "500", "--source-max", "16384", "--gc-interval", "1s"}
+			if in.reset {
+				args[5] = "1h" // only the reset removes files
+			}
+			path := in.path
+			if in.byFD {
+				path = filepath.Join(top, path)
+			}
+			d := startDaemon(t, bin, top, args...)
+			// Attached once the daemon is ready: strace counts calls per
+			// thread, and each thread's first call after the start is the
+			// one that takes the step.
+			log := filepath.Join(t.TempDir(), "strace")
+			tracer := exec.Command(strace, "-q", "-f", "-o", log, "-e", "signal=none", "-P", path, "-e", "trace="+in.syscall,
+				"-e", "inject="+in.syscall+":signal=KILL:when=1", "-p", strconv.Itoa(d.pid))
+			var msg strings.Builder
+			tracer.Stderr = &msg
+			if err := tracer.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tracer.Process.Kill(); tracer.Wait() })
+			waitFor(t, 10*time.Second, "strace to attach to every thread", func() bool {
+				tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", d.pid))
+				for _, task := range tasks {
+					if st, _ := os.ReadFile(task); strings.Contains(string(st), "TracerPid:\t0\n") {
+						return false
+					}
+				}
+				return len(tasks) > 0
+			})
+			c := attached(t, top)
+			wait := startStorm(t, 20000)
+			if in.reset {
+				follow(t, c, wait(t))
+				c.detach()
+				wait = startStorm(t, 100) // wakes the daemon, which finds no client
+			}
+			for deadline := time.Now().Add(20 * time.Second); !d.exited(); time.Sleep(10 * time.Millisecond) {
+				if !in.reset {
+					c.poll() // moves on: files behind it may be collected
+				}
+				if time.Now().After(deadline) {
+					b, _ := os.ReadFile(log)
+					t.Fatalf("the daemon never reached the instant; strace: %s\n%s", &msg, b)
+				}
+			}
+			b, _ := os.ReadFile(log)
+			t.Logf("strace: %s", b)
+			d.stop(t, unix.SIGKILL) // waits for the semaphores to be undone
+			next, stderr := startForeground(t, bin, top, append([]string{"--pidfile", ""}, args...)...)
+			defer func() {
+				next.Process.Signal(unix.SIGTERM)
+				next.Wait()
+			}()
+			r := wait(t)
+			if !in.reset {
+				follow(t, c, r)
+				if c.attaches != 1 {
+					t.Errorf("client attached %d times, want once", c.attaches)
+				}
+			}
+			// The line saying how the next start took the shadow directory.
+			said := ""
+			for _, line := range strings.Split(stderr.String(), "\n") {
+				if strings.Contains(line, "adopted "+shadowDir) || in.reset && strings.Contains(line, "not adopting "+shadowDir) {
+					said = line
+				}
+			}
+			if said == "" {
+				t.Errorf("next start says neither how it adopted the state nor why it did not: %s", stderr)
+			}
+			c = attached(t, top)
+			follow(t, c, storm(t, 2000))
+			figure(t, "every record once, in order, then a new client served; the next start said %q", said)
+		})
+	}
+}
+
+// 1d. SIGTERM and a start in the middle of a storm (a restart by hand):
 // the records of exits between the old daemon's acct(NULL) and the new
 // one's acct() are the only ones lost; the rest arrive once, in order.
 func TestFaultRestartStorm(t *testing.T) {
