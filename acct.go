@@ -125,7 +125,7 @@ type source struct {
 	format recordFormat
 	self   string // identity of the daemon's own records
 	early  int64  // bytes of other records in pacct_source.next at switchOn
-	on     bool   // the daemon switched accounting on
+	on     bool   // accounting is the daemon's to switch off: it switched it on, or took it over (--restart)
 
 	name, nextName []byte    // NUL-terminated names for the *at calls
 	paths          [2][]byte // "/proc/self/fd/N": acct(2) takes a path
@@ -363,13 +363,18 @@ func (s *source) remove() error {
 	if s.fds[0] < 0 {
 		return err // create never ran: the names are not ours
 	}
+	s.close()
+	unlinkat(s.top, s.name, 0)
+	unlinkat(s.top, s.nextName, 0)
+	return err
+}
+
+// close closes the source files, leaving them (and accounting) as they are.
+func (s *source) close() {
 	for i, fd := range s.fds {
 		if fd >= 0 {
 			unix.Close(fd)
 			s.fds[i] = -1
 		}
 	}
-	unlinkat(s.top, s.name, 0)
-	unlinkat(s.top, s.nextName, 0)
-	return err
 }

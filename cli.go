@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--no-sandbox] [topdirectory]"
+const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--restart] [--no-sandbox] [topdirectory]"
 
 const helpText = usageLine + `
 
@@ -29,6 +29,9 @@ TOPDIRECTORY/pacct_shadow.d (default top directory /run) for atop.
   --poll DURATION          polling interval when netlink is unavailable (default 1s)
   --reclaim DURATION       when another program has taken process accounting, take
                            it back after this long (default 1h; 0 = never)
+  --restart                take over from the running daemon with no gap in accounting:
+                           it stops leaving accounting on, this one copies on from where
+                           it stopped (no daemon running: an ordinary start)
   -s, --status             print the state of the daemon serving topdirectory, exit 0
                            (1 if none runs); works for non-root users too
   --no-sandbox             for debugging only: keep every capability, no seccomp
@@ -45,7 +48,7 @@ a signal: 128+signal (SIGTERM: 0).
 type options struct {
 	top                         string
 	version, foreground, status bool
-	help, noSandbox             bool
+	help, noSandbox, restart    bool
 	pidfile                     string
 	records, sourceMax          int64
 	gcInterval, poll, reclaim   time.Duration
@@ -89,6 +92,8 @@ func parseArgs(args []string) (options, error) {
 			o.help = true
 		case "--no-sandbox":
 			o.noSandbox = true
+		case "--restart":
+			o.restart = true
 		case "--pidfile":
 			o.pidfile, err = value()
 		case "--records":

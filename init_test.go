@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +90,23 @@ seen readon restartprobe
 say gap "$(atop -r /tmp/restartprobe.atop -P PRG | grep -c ' (gapprobe) E ') $(cat /tmp/gapn)"
 pid=$(main)
 
+# Reloaded (the forking unit: a new daemon takes over): nothing lost.
+if [ "$(systemctl show -P CanReload atopacct.service)" = yes ]; then
+	atops reloadprobe 2 4
+	rm -f /tmp/gapstop
+	(n=0; while [ ! -e /tmp/gapstop ]; do /tmp/reloadprobe; n=$((n+1)); done; echo "$n" > /tmp/reloadn) & loop=$!
+	sleep 0.2
+	systemctl reload atopacct.service; say reload $?
+	sleep 0.2
+	touch /tmp/gapstop; wait $loop
+	seen reloaded reloadprobe
+	say reloadexits "$(cat /tmp/reloadn)"
+	new=$(main)
+	say reloadpid "$( [ "$new" != "$pid" ] && [ "$new" = "$(cat /run/atopacctd.pid)" ] && echo new)"
+	say reloadactive "$(systemctl is-active atopacct.service)"
+	pid=$new
+fi
+
 # Restarted after SIGKILL while atop reads: the next daemon adopts the
 # files and copies what the kernel wrote after the last copy (the probes
 # exit right before the kill, mostly before the daemon's next poll).
@@ -112,6 +130,7 @@ journal > /out/journal 2>&1
 # Priorities reach the journal (the warning), and the journal's own
 # name and pid are not repeated in the message.
 say warned "$(journal -p warning -o cat | grep -c 'proc connector unavailable')"
+say starts "$(journal -o cat | grep -c '^started ')"
 say named "$(journal -o cat | grep -c '^atopacctd: ')"
 `
 
@@ -144,11 +163,12 @@ func TestIntegrationSystemd(t *testing.T) {
 		unit   string
 		nspawn []string // beyond bootSystemd's
 		note   string   // in the journal, or none
+		reload bool     // ExecReload: atopacctd --restart
 	}{
 		// A stock container: nspawn's seccomp filter refuses Landlock.
-		{"init/atopacct.service", nil, "Landlock unavailable (operation not permitted)"},
+		{"init/atopacct.service", nil, "Landlock unavailable (operation not permitted)", true},
 		// Landlock allowed: the whole sandbox under systemd's confinement.
-		{"init/notify/atopacct.service", []string{"--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self"}, ""},
+		{"init/notify/atopacct.service", []string{"--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self"}, "", false},
 	} {
 		t.Run(filepath.Base(filepath.Dir(c.unit)), func(t *testing.T) {
 			// atop 2.13.0's wrapper runs it from beside it: that folder
@@ -165,8 +185,16 @@ func TestIntegrationSystemd(t *testing.T) {
 				"CapBnd":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"NoNewPrivs": "1", "Seccomp": "2", "polling": "1",
 				// Counts of atop 2.8.1 and 2.13.0.
-				"atop": "10 10", "restart": "0", "readon": "20 20", "restarted": "yes", "readkill": "20 20", "warned": "3", "named": "0",
+				"atop": "10 10", "restart": "0", "readon": "20 20", "restarted": "yes", "readkill": "20 20", "named": "0",
 				"stop": "0", "result": "success", "left": "",
+				"warned": facts["starts"], // once per start
+			}
+			if c.reload {
+				// Every process exiting one after the other across the
+				// reload, seen by both atops.
+				n := facts["reloadexits"]
+				maps.Copy(want, map[string]string{"reload": "0", "reloaded": n + " " + n, "reloadpid": "new", "reloadactive": "active"})
+				t.Logf("FIGURE %s: systemctl reload (atopacctd --restart): atop 2.8.1 and 2.13.0 saw %s of %s processes exiting one after the other across it", c.unit, facts["reloaded"], n)
 			}
 			var seen, exited, us float64
 			if n, _ := fmt.Sscan(facts["gap"], &seen, &exited, &us); n != 3 || exited == 0 {

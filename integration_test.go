@@ -8,6 +8,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -849,7 +850,8 @@ func TestIntegrationInitScript(t *testing.T) {
 		{"stale", "", 0},
 		{"status", "not running", 3},
 		{"stop", "", 0},
-		{"start", "", 0},
+		{"restart", "", 0}, // none running: a start
+		{"status", "atopacctd is running", 0},
 		{"stop", "", 0},
 		{"bogus", "usage:", 2},
 	} {
@@ -863,7 +865,7 @@ func TestIntegrationInitScript(t *testing.T) {
 		if code != step.code || !strings.Contains(out, step.out) {
 			t.Fatalf("%s: exit %d, %q; want %d and %q", step.action, code, out, step.code, step.out)
 		}
-		if step.action == "start" && d.pidfd == 0 {
+		if (step.action == "start" || step.action == "restart") && d.pidfd == 0 {
 			d.adopt(t, bin)
 		}
 		if step.action == "stop" && d.pidfd != 0 {
@@ -877,44 +879,36 @@ func TestIntegrationInitScript(t *testing.T) {
 			}
 		}
 	}
-	// restart with a client registered: the next daemon adopts the shadow
-	// files; the exits between the two daemons' acct() calls are the only
-	// records lost, the others are read once, in order.
+	// restart with a client registered: the next daemon takes over from the
+	// running one (--restart) with accounting on throughout, so the client
+	// reads every record once, in order, attached once.
 	if out, code := run("start"); code != 0 {
 		t.Fatalf("start: exit %d, %q", code, out)
 	}
 	d.adopt(t, bin)
 	c := attached(t, top)
-	start := time.Now()
 	wait := startStorm(t, 20000)
 	waitFor(t, 10*time.Second, "the client to read 2000 records", func() bool { c.poll(); return len(c.pids) >= 2000 })
-	if out, code := run("restart"); code != 0 {
-		t.Fatalf("restart: exit %d, %q", code, out)
+	replace := func() {
+		if out, code := run("restart"); code != 0 {
+			t.Fatalf("restart: exit %d, %q", code, out)
+		}
+		if !d.exited() {
+			t.Error("the daemon restart replaced still runs")
+		}
+		unix.Close(d.pidfd)
+		d.adopt(t, bin)
 	}
-	unix.Close(d.pidfd)
-	d.adopt(t, bin)
+	replace()
 	r := wait(t)
-	rate := float64(len(r.pids)) / time.Since(start).Seconds()
-	c.settle()
-	n, err := c.found(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost := len(r.pids) - n
-	t.Logf("FIGURE init script restart mid-storm (%.0f exits/s): %d of %d records lost, a gap of about %.1f ms; client attached %d times",
-		rate, lost, len(r.pids), float64(lost)/rate*1000, c.attaches)
+	follow(t, c, r)
+	t.Logf("FIGURE init script restart mid-storm: 0 of %d records lost or duplicated; client attached %d times", len(r.pids), c.attaches)
 	if c.attaches != 1 {
 		t.Errorf("client attached %d times across restart, want once", c.attaches)
 	}
 	c.detach()
 	// The real clients read on across restart: every exit before and after.
-	atopsSeeAll(t, top, realAtops(t), func() {
-		if out, code := run("restart"); code != 0 {
-			t.Fatalf("restart: exit %d, %q", code, out)
-		}
-		unix.Close(d.pidfd)
-		d.adopt(t, bin)
-	})
+	atopsSeeAll(t, top, realAtops(t), replace)
 	if out, code := run("stop"); code != 0 {
 		t.Fatalf("stop: exit %d, %q", code, out)
 	}
@@ -1104,4 +1098,86 @@ func TestIntegrationAdoptRefuses(t *testing.T) {
 			cmd.Wait()
 		})
 	}
+}
+
+// TestIntegrationRestartNoGap: atopacctd --restart in the middle of a
+// storm takes over from the running daemon with no gap: the client reads
+// every record once, in order, attached once. With no daemon running it is
+// an ordinary start; a SIGUSR2 that no daemon waits behind is ignored.
+func TestIntegrationRestartNoGap(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	args := []string{"--restart", "--records", "1000"}
+	d := startDaemon(t, bin, top, args...)
+	d.signal(t, unix.SIGUSR2)
+	time.Sleep(200 * time.Millisecond)
+	if d.exited() {
+		t.Fatal("a SIGUSR2 with no daemon waiting to take over stopped the daemon")
+	}
+	c := attached(t, top)
+	wait := startStorm(t, 20000)
+	waitFor(t, 10*time.Second, "the client to read 2000 records", func() bool { c.poll(); return len(c.pids) >= 2000 })
+	old := d
+	start := time.Now()
+	startDaemon(t, bin, top, args...) // a PID file of its own: the running daemon is found by its semaphore
+	took := time.Since(start)
+	if !old.exited() {
+		t.Error("the replaced daemon still runs once the next one is ready")
+	}
+	r := wait(t)
+	follow(t, c, r)
+	if c.attaches != 1 {
+		t.Errorf("client attached %d times, want once", c.attaches)
+	}
+	t.Logf("FIGURE --restart mid-storm: 0 of %d records lost or duplicated, client attached %d times; ready after %s",
+		len(r.pids), c.attaches, took.Round(time.Millisecond))
+}
+
+// TestIntegrationRestartRefuses: --restart signals only a daemon it has
+// identified, and once it has taken over, a failure switches accounting off.
+func TestIntegrationRestartRefuses(t *testing.T) {
+	bin := integration(t)
+	strace := tool(t, "STRACE", "strace", "apt-get install strace")
+	top := newTop(t)
+	// The running daemon is another program (here: a copy of the daemon
+	// elsewhere): never signalled, the start refused (exit 3).
+	other := filepath.Join(t.TempDir(), "other")
+	if b, err := os.ReadFile(bin); err != nil || os.WriteFile(other, b, 0o755) != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, other, top)
+	cmd := exec.Command(bin, "--restart", "--pidfile", "", top)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != exitRunning || !strings.Contains(string(out), "runs \""+other+"\", not "+bin) {
+		t.Errorf("--restart beside another program: exit %d, %q; want %d naming both", code, out, exitRunning)
+	}
+	if d.exited() {
+		t.Fatal("--restart stopped a daemon it did not identify")
+	}
+	d.stop(t, unix.SIGTERM)
+
+	// Taken over, then switching accounting on fails (strace makes acct(2)
+	// fail): the start fails with exit 6 and accounting is off, not left
+	// running into the old daemon's source file.
+	d = startDaemon(t, bin, top)
+	c := attached(t, top)
+	src, err := os.Open(filepath.Join(top, sourceName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	cmd = exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=acct", "-e", "inject=acct:error=EPERM:when=1", bin, "--restart", "--pidfile", "", top)
+	out, _ = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != exitAcct || !strings.Contains(string(out), "switch accounting on") {
+		t.Errorf("--restart failing to switch accounting on: exit %d, %q; want %d", code, out, exitAcct)
+	}
+	if !d.exited() {
+		t.Fatal("the daemon was not taken over")
+	}
+	before, _ := src.Seek(0, io.SeekEnd)
+	storm(t, 10)
+	if after, _ := src.Seek(0, io.SeekEnd); after != before {
+		t.Errorf("the old source file grew by %d bytes after the failed take-over: accounting left on", after-before)
+	}
+	c.detach()
 }

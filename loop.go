@@ -68,7 +68,7 @@ func (p *pacer) next(now time.Time, records uint64) time.Duration {
 	return pause
 }
 
-// sigPipe carries SIGTERM, SIGINT, SIGQUIT and SIGUSR1 from the signal
+// sigPipe carries SIGTERM, SIGINT, SIGQUIT, SIGUSR1 and SIGUSR2 from the signal
 // goroutine to the loop, one byte each; pending says a byte is there, and
 // the goroutine wakes the loop's wait (waiter) by moving its deadline to the
 // past.
@@ -90,7 +90,7 @@ func (p *sigPipe) open() error {
 	p.r, p.w = fds[0], fds[1]
 	signal.Ignore(unix.SIGHUP)
 	c := make(chan os.Signal, 8)
-	signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1)
+	signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 	go func() {
 		for s := range c {
 			// In this order: the loop clears pending before it reads the
@@ -232,6 +232,14 @@ func (d *daemon) signalled() {
 		case unix.SIGTERM:
 			d.log.noticef("SIGTERM: stopping")
 			d.stopCode = exitOK
+		case unix.SIGUSR2:
+			// From atopacctd --restart, which waits on the private set.
+			if !d.sem.successorWaiting() {
+				d.log.noticef("SIGUSR2 and no daemon waiting to take over (atopacctd --restart sends it): ignored")
+				continue
+			}
+			d.log.noticef("SIGUSR2: stopping for the daemon taking over")
+			d.replaced, d.stopCode = true, exitOK
 		default:
 			d.log.noticef("%s: stopping", syscall.Signal(s))
 			d.stopCode = 128 + int(s)

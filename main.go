@@ -99,7 +99,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if !o.foreground && ready == nil {
 		// The starting process: refuse early if a daemon runs (the count
 		// it would add dies with it: SEM_UNDO), then re-execute and wait.
-		if running, err := daemonRunning(); err != nil || running {
+		// The daemon takes over from a running one with --restart.
+		if running, err := daemonRunning(); err != nil || running && !o.restart {
 			if err == nil {
 				err = errAlreadyRunning
 			}
@@ -208,6 +209,7 @@ type daemon struct {
 	pause       time.Duration // before the next turn: pace's verdict
 	turn        uint64        // records read in this turn
 	stopCode    int           // exit code once a signal asked to stop, else -1
+	replaced    bool          // stopping for a daemon that takes over (SIGUSR2)
 	srcUnnamed  bool
 	stats       counters
 	now         time.Time
@@ -236,21 +238,23 @@ func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
 	return d
 }
 
-// acquire is step 2, in this order: semaphores (refuses a second daemon),
-// the signal pipe, source files (a previous daemon's kept open), shadow
-// directory, netlink, accounting on (verified by the record the kernel
-// writes when it switches files), what a crashed daemon left uncopied and
-// what arrived between the two switches, netlink verified by a real exit, the loop's wait, PID file, priority,
-// $NOTIFY_SOCKET. Between
-// stages it sheds the start-up code it no longer needs from memory.
+// acquire is step 2, in this order: semaphores (refuses a second daemon, or
+// takes over from it with --restart), the signal pipe, source files (a
+// previous daemon's kept open), shadow directory, netlink, accounting on
+// (verified by the record the kernel writes when it switches files), what a
+// crashed or replaced daemon left uncopied and what arrived between the two
+// switches, netlink verified by a real exit, the loop's wait, PID file,
+// priority, $NOTIFY_SOCKET. Between stages it sheds the start-up code it no
+// longer needs from memory.
 func (d *daemon) acquire() error {
-	note, err := d.sem.acquire()
+	note, err := d.sem.acquire(d.opts.restart)
 	if note != "" {
 		d.log.noticef("%s", note)
 	}
 	if err != nil {
 		return fail(exitRunning, err)
 	}
+	d.src.on = d.sem.tookOver // on into the old daemon's source file
 	if err := d.sig.open(); err != nil {
 		return fail(exitFiles, err)
 	}
@@ -400,17 +404,26 @@ func (d *daemon) abort(err error) int {
 // the shadow files over to the next daemon (handOver), and keeps the public
 // set their registrations live in; otherwise it removes the shadow files,
 // current, the directory and the public set. Then the source files and the
-// PID file. It is safe to call more than once.
+// PID file. Replaced by a daemon that waits to take over (--restart), it
+// leaves accounting on into the source files and hands everything over. It
+// is safe to call more than once.
 func (d *daemon) cleanup() {
 	if d.acct.state == acctLost && d.src.on {
 		// Switching off now would stop the other program's accounting.
 		d.src.on = false
 		d.log.noticef("leaving process accounting to the program that took it")
 	}
+	replaced := d.replaced && d.sem.successorWaiting()
+	if replaced {
+		// The next daemon copies on from the source files: nothing is lost
+		// between the two.
+		d.src.on = false
+		d.log.noticef("accounting left on for the daemon taking over")
+	}
 	if err := d.src.switchOff(); err != nil {
 		d.log.errorf("%v", err)
 	}
-	if clients, held := d.registered(); clients > 0 || held {
+	if clients, held := d.registered(); clients > 0 || held || replaced {
 		d.handOver(clients)
 	} else {
 		if err := d.sh.removeAll(); err != nil {
@@ -418,7 +431,9 @@ func (d *daemon) cleanup() {
 		}
 		d.sem.removePublic()
 	}
-	if err := d.src.remove(); err != nil {
+	if replaced {
+		d.src.close()
+	} else if err := d.src.remove(); err != nil {
 		d.log.errorf("%v", err)
 	}
 	d.nl.close()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,9 +26,15 @@ const (
 
 	// include/uapi/linux/sem.h
 	semUndo = 0x1000 // #define SEM_UNDO 0x1000
+	getPID  = 11     // #define GETPID 11
 	getVal  = 12     // #define GETVAL 12
 	getAll  = 13     // #define GETALL 13
+	getZcnt = 15     // #define GETZCNT 15
 	setAll  = 17     // #define SETALL 17
+
+	// takeOverLimit bounds how long --restart waits for the running daemon
+	// to stop.
+	takeOverLimit = 30 * time.Second
 )
 
 // sembuf is struct sembuf from include/uapi/linux/sem.h.
@@ -41,7 +48,7 @@ const sizeofSembuf = 6
 
 // The wrappers below are raw system calls, which the Go runtime does not
 // track (see rawRead in acct.go): none of them blocks as the daemon uses
-// them (IPC_NOWAIT, or a +1).
+// them (IPC_NOWAIT, or a +1). takeOver's wait alone blocks (semWait).
 
 // semget wraps semget(2).
 func semget(key, nsems, flag int) (int, error) {
@@ -78,10 +85,11 @@ var errAlreadyRunning = errors.New("another atopacctd is running (semaphore 1071
 
 // semaphores owns the daemon's two sets and a preallocated GETALL buffer.
 type semaphores struct {
-	private int // set ids, -1 until acquired (0 is a valid id)
-	public  int
-	vals    [2]uint16
-	lockOps [1]sembuf
+	private  int // set ids, -1 until acquired (0 is a valid id)
+	public   int
+	vals     [2]uint16
+	lockOps  [1]sembuf
+	tookOver bool // from a running daemon (--restart): accounting is on, and ours
 }
 
 // daemonRunning reports whether a daemon holds the private set; it only reads.
@@ -101,10 +109,11 @@ func daemonRunning() (bool, error) {
 }
 
 // acquire counts this daemon in the private set (undone by the kernel when the
-// process dies), then adopts the public set a previous daemon left
-// (adoptPublic) or creates it anew with the values [100, 1]. It returns a
-// line for the log when it found a public set.
-func (s *semaphores) acquire() (string, error) {
+// process dies), taking over from a running daemon with restart (takeOver),
+// then adopts the public set a previous daemon left (adoptPublic) or creates
+// it anew with the values [100, 1]. It returns a line for the log when it
+// took over or found a public set.
+func (s *semaphores) acquire(restart bool) (string, error) {
 	id, err := semget(privateKey, 1, unix.IPC_CREAT|0o600)
 	if err != nil {
 		return "", os.NewSyscallError("semget private", err)
@@ -113,22 +122,101 @@ func (s *semaphores) acquire() (string, error) {
 	// Wait-for-zero and +1 in one atomic semop: two daemons starting at once
 	// cannot both succeed.
 	err = semop(id, []sembuf{{0, 0, unix.IPC_NOWAIT}, {0, 1, semUndo}})
-	if errors.Is(err, unix.EAGAIN) {
+	note := ""
+	switch {
+	case errors.Is(err, unix.EAGAIN) && restart:
+		if note, err = s.takeOver(id); err != nil {
+			return "", err
+		}
+	case errors.Is(err, unix.EAGAIN):
 		return "", errAlreadyRunning
-	}
-	if err != nil {
+	case err != nil:
 		return "", os.NewSyscallError("semop private", err)
 	}
-	id, err = semget(publicKey, 0, 0) // nsems 0: whatever its size
-	if err != nil {
-		return "", s.createPublic() // none
+	if id, err = semget(publicKey, 0, 0); err != nil { // nsems 0: whatever its size
+		return note, s.createPublic() // none
 	}
 	why := s.adoptPublic(id)
 	if why == "" {
 		clients, _, _ := s.values()
-		return fmt.Sprintf("adopted public semaphore set %d left by a previous daemon: %d clients registered", publicKey, clients), nil
+		return note + fmt.Sprintf("adopted public semaphore set %d left by a previous daemon: %d clients registered", publicKey, clients), nil
 	}
-	return fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), s.createPublic()
+	return note + fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), s.createPublic()
+}
+
+// takeOver replaces the daemon counted in the private set id (--restart)
+// with no gap in accounting. It identifies the daemon: the pid of the set's
+// last operation (its count: failed operations leave that pid alone), a
+// pidfd for it, the count still held by that pid (so the pidfd names the
+// holder, not a recycled pid), and its executable being this program's
+// (" (deleted)" after an upgrade replaced it). Then it waits on the set for
+// zero and, while it waits, asks the daemon with SIGUSR2 to stop leaving
+// accounting on (a daemon that sees no waiter, GETZCNT, ignores SIGUSR2).
+// The wait ends once the kernel has undone the old daemon's count at its
+// exit, with this daemon counted in the same operation.
+func (s *semaphores) takeOver(id int) (string, error) {
+	pid, err := semctl(id, 0, getPID, nil)
+	if err != nil {
+		return "", os.NewSyscallError("semctl private GETPID", err)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return "", fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(fd)
+	if held, _ := semctl(id, 0, getVal, nil); held > 0 {
+		if again, _ := semctl(id, 0, getPID, nil); again != pid {
+			return "", fmt.Errorf("running daemon (pid %d): the private semaphore changed hands (pid %d)", pid, again)
+		}
+		self, _ := os.Readlink("/proc/self/exe")
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if exe = strings.TrimSuffix(exe, " (deleted)"); err != nil || exe != strings.TrimSuffix(self, " (deleted)") {
+			return "", fmt.Errorf("running daemon (pid %d) runs %q, not %s: stop it, then start this one", pid, exe, self)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- semWait(id, takeOverLimit) }()
+	for asked := false; ; {
+		select {
+		case err := <-done:
+			if errors.Is(err, unix.EAGAIN) {
+				return "", fmt.Errorf("running daemon (pid %d) did not stop within %s (SIGUSR2: only atopacctd with --restart stops for it)", pid, takeOverLimit)
+			}
+			if err != nil {
+				return "", os.NewSyscallError("semtimedop private", err)
+			}
+			s.tookOver = true
+			return fmt.Sprintf("took over from the running daemon (pid %d) with no gap in accounting; ", pid), nil
+		case <-time.After(time.Millisecond):
+			if n, _ := semctl(id, 0, getZcnt, nil); n > 0 && !asked {
+				if err := unix.PidfdSendSignal(fd, unix.SIGUSR2, nil, 0); err != nil && err != unix.ESRCH {
+					return "", fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_send_signal", err))
+				}
+				asked = true
+			}
+		}
+	}
+}
+
+// semWait waits up to limit for the private set id to be zero and counts
+// this daemon in it, in one operation. A blocking call, made through the
+// runtime (unix.Syscall6) so that the other goroutines run meanwhile.
+func semWait(id int, limit time.Duration) error {
+	ops := []sembuf{{0, 0, 0}, {0, 1, semUndo}}
+	timeout := [2]int64{int64(limit / time.Second), int64(limit % time.Second)} // struct __kernel_timespec
+	_, _, errno := unix.Syscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), uintptr(unsafe.Pointer(&timeout)), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// successorWaiting reports whether a daemon started with --restart waits
+// on the private set to take over (GETZCNT): only root can, the set being
+// mode 0600.
+func (s *semaphores) successorWaiting() bool {
+	n, err := semctl(s.private, 0, getZcnt, nil)
+	return err == nil && n > 0
 }
 
 // ipcSet is what /proc/sysvipc/sem says of one semaphore set.
