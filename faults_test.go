@@ -105,8 +105,8 @@ func TestFaultKill9Instants(t *testing.T) {
 	for _, in := range []struct {
 		name          string
 		path, syscall string // strace -P path -e inject=syscall:signal=KILL
-		byFD          bool // the call names the file by a descriptor: path is under top
-		reset         bool // in the client-less reset, not in a storm
+		byFD          bool   // the call names the file by a descriptor: path is under top
+		reset         bool   // in the client-less reset, not in a storm
 	}{
 		{"source rotation: old file drained, not emptied", sourceName, "ftruncate", true, false},
 		{"source rotation: old file emptied, names not exchanged", sourceNext, "renameat2", false, false},
