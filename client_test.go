@@ -320,37 +320,6 @@ func (c *client) check(s stormRun) error {
 	return nil
 }
 
-// settle polls until no new record has arrived for 300 ms (10 s at most).
-func (c *client) settle() {
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
-		n := len(c.pids)
-		time.Sleep(300 * time.Millisecond)
-		if c.poll(); len(c.pids) == n {
-			return
-		}
-	}
-}
-
-// found counts the storm's records the client read; an error when one was
-// read twice or out of order (the others are lost, not misplaced).
-func (c *client) found(s stormRun) (int, error) {
-	next, n := 0, 0
-	for i, p := range c.pids {
-		if c.ppids[i] != s.parent {
-			continue
-		}
-		for next < len(s.pids) && s.pids[next] != p {
-			next++
-		}
-		if next == len(s.pids) {
-			return n, fmt.Errorf("record of pid %d read twice or out of order", p)
-		}
-		next++
-		n++
-	}
-	return n, nil
-}
-
 // acctEnv makes the re-executed test binary call acct(2) on the file it
 // names, as accton(8) does, and exit.
 const acctEnv = "ATOPACCTD_TEST_ACCT"

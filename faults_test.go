@@ -237,6 +237,37 @@ func TestFaultRestartStorm(t *testing.T) {
 	}
 }
 
+// settle polls until no new record has arrived for 300 ms (10 s at most).
+func (c *client) settle() {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		n := len(c.pids)
+		time.Sleep(300 * time.Millisecond)
+		if c.poll(); len(c.pids) == n {
+			return
+		}
+	}
+}
+
+// found counts the storm's records the client read; an error when one was
+// read twice or out of order (the others are lost, not misplaced).
+func (c *client) found(s stormRun) (int, error) {
+	next, n := 0, 0
+	for i, p := range c.pids {
+		if c.ppids[i] != s.parent {
+			continue
+		}
+		for next < len(s.pids) && s.pids[next] != p {
+			next++
+		}
+		if next == len(s.pids) {
+			return n, fmt.Errorf("record of pid %d read twice or out of order", p)
+		}
+		next++
+		n++
+	}
+	return n, nil
+}
+
 // 2. The last client is SIGKILLed: SEM_UNDO gives its count back and the
 // next wakeup resets to the client-less state.
 func TestFaultLastClientKilled(t *testing.T) {
