@@ -180,7 +180,7 @@ func (s *semaphores) takeOver(id int) (string, error) {
 		select {
 		case err := <-done:
 			if errors.Is(err, unix.EAGAIN) {
-				return "", fmt.Errorf("running daemon (pid %d) did not stop within %s (SIGUSR2: only atopacctd with --restart stops for it)", pid, takeOverLimit)
+				return "", fmt.Errorf("running daemon (pid %d) did not stop within %s (one older than --restart ignores SIGUSR2): stop it, then start this one", pid, takeOverLimit)
 			}
 			if err != nil {
 				return "", os.NewSyscallError("semtimedop private", err)
