@@ -53,6 +53,13 @@ say polling "$(atopacctd -s | grep -c polling)"
 # without accounting); seen KEY NAME waits for both to end and says what
 # each saw of the processes named NAME, as KEY=N1 N2.
 atops() {
+	# Not while the daemon may take the lock to reset (after the clients
+	# before): an atop registering then would run without accounting.
+	for i in $(seq 50); do
+		[ "$(echo /run/pacct_shadow.d/*.paf)" = /run/pacct_shadow.d/0000000000.paf ] &&
+			[ ! -s /run/pacct_shadow.d/0000000000.paf ] && break
+		sleep 0.1
+	done
 	for v in atop atop-new; do
 		$v -w /tmp/$1.$v $2 $3 & eval "$(echo $v | tr - _)=\$!"
 		for i in $(seq 100); do [ -s /tmp/$1.$v ] && break; sleep 0.1; done

@@ -908,6 +908,13 @@ func TestIntegrationInitScript(t *testing.T) {
 	}
 	c.detach()
 	// The real clients read on across restart: every exit before and after.
+	// They start once the daemon is client-less again: an atop registering
+	// while it holds the lock to reset runs without accounting.
+	waitFor(t, 10*time.Second, "the client-less reset", func() bool {
+		exec.Command("/bin/true").Run() // wakes the daemon
+		files := shadowFiles(t, top)
+		return len(files) == 1 && files[0] == 0
+	})
 	atopsSeeAll(t, top, realAtops(t), replace)
 	if out, code := run("stop"); code != 0 {
 		t.Fatalf("stop: exit %d, %q", code, out)

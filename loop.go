@@ -401,7 +401,7 @@ func presence(clients int, lockFree, empty bool) int {
 // clientsPresent decides whether records are copied. Only when the lock is
 // free and no client counts does the daemon take the lock, look again and
 // reset the shadow files to their client-less state, holding the lock as
-// briefly as that takes.
+// briefly as that takes: the other files are removed after it.
 func (d *daemon) clientsPresent() (bool, error) {
 	clients, lockFree, err := d.sem.values()
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
@@ -436,6 +436,9 @@ func (d *daemon) clientsPresent() (bool, error) {
 	}
 	if uerr := d.sem.unlock(); err == nil {
 		err = uerr
+	}
+	if err == nil && clients == 0 {
+		err = d.sh.dropOthers()
 	}
 	return clients > 0, err
 }

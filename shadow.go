@@ -359,19 +359,23 @@ func (s *shadow) write(recs []byte) (written int, err error) {
 // file 0 named by current.
 func (s *shadow) empty() bool { return s.seq == 0 && s.n == 0 }
 
-// reset returns to the client-less state: file 0 emptied, current = 0/max,
-// every other shadow file removed. The caller holds the public lock.
+// reset returns to the client-less state: file 0 emptied, current = 0/max.
+// The caller holds the public lock (a client attaching meanwhile would get
+// no accounting), and once it has let go, calls dropOthers.
 func (s *shadow) reset() error {
-	if err := s.start(0); err != nil {
-		return err
-	}
+	s.oldest = 0
+	return s.start(0)
+}
+
+// dropOthers removes every shadow file but 0 after a reset: current names
+// file 0, so a client that attaches from then on never opens another.
+func (s *shadow) dropOthers() error {
 	seqs, err := s.list()
 	for _, seq := range seqs {
 		if seq != 0 {
 			unlinkat(s.dir, formatName(s.name[:], seq), 0)
 		}
 	}
-	s.oldest = 0
 	return err
 }
 

@@ -185,6 +185,9 @@ func TestShadowResetAndCollect(t *testing.T) {
 	if err := s.reset(); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.dropOthers(); err != nil {
+		t.Fatal(err)
+	}
 	seqs, _ = s.list()
 	st, _ := os.Stat(filepath.Join(dir, "0000000000.paf"))
 	if fmt.Sprint(seqs) != "[0]" || st.Size() != 0 || readCurrent(t, dir) != "0/2" || !s.empty() {
