@@ -125,7 +125,10 @@ type source struct {
 	format recordFormat
 	self   string // identity of the daemon's own records
 	early  int64  // bytes of other records in pacct_source.next at switchOn
+	seen   int64  // the end of the records read so far from fds[cur]
 	on     bool   // accounting is the daemon's to switch off: it switched it on, or took it over (--restart)
+
+	switching bool // the kernel writes the other file; fds[cur] is still being read
 
 	name, nextName []byte    // NUL-terminated names for the *at calls
 	paths          [2][]byte // "/proc/self/fd/N": acct(2) takes a path
@@ -305,6 +308,39 @@ func (s *source) read(buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
+// unread gives back the last n bytes read: the next read returns them again.
+func (s *source) unread(n int) error {
+	if _, err := unix.Seek(s.fds[s.cur], -int64(n), io.SeekCurrent); err != nil {
+		return os.NewSyscallError("lseek "+sourceName, err)
+	}
+	s.off -= int64(n)
+	return nil
+}
+
+// fresh reports whether the last read returned records never read before
+// (the same records come again after unread), and remembers where they end.
+func (s *source) fresh() bool {
+	if s.off <= s.seen {
+		return false
+	}
+	s.seen = s.off
+	return true
+}
+
+// backlog is the bytes the kernel wrote that the daemon has not consumed:
+// the rest of fds[cur], and during a switch the whole other file.
+func (s *source) backlog() int64 {
+	var st unix.Stat_t
+	n := int64(0)
+	if unix.Fstat(s.fds[s.cur], &st) == nil {
+		n = st.Size - s.off
+	}
+	if s.switching && unix.Fstat(s.fds[1-s.cur], &st) == nil {
+		n += st.Size
+	}
+	return n
+}
+
 // beginSwitch switches the kernel to the other, empty file. When acct(2)
 // returns, the kernel has closed the old file: what it holds now is all it
 // will ever hold, ending with a record about the daemon.
@@ -312,6 +348,7 @@ func (s *source) beginSwitch() error {
 	if err := acct(s.paths[1-s.cur]); err != nil {
 		return fmt.Errorf("switch accounting to %s: %w", sourceNext, os.NewSyscallError("acct", err))
 	}
+	s.switching = true
 	return nil
 }
 
@@ -321,7 +358,7 @@ func (s *source) beginSwitch() error {
 // removed: the files stay open and in use, only the names are gone.
 func (s *source) finishSwitch() error {
 	old := s.fds[s.cur]
-	s.cur, s.off = 1-s.cur, 0
+	s.cur, s.off, s.seen, s.switching = 1-s.cur, 0, 0, false
 	if _, err := unix.Seek(s.fds[s.cur], 0, io.SeekStart); err != nil { // emptied when it was the old one
 		return fmt.Errorf("rewind %s: %w", sourceNext, os.NewSyscallError("lseek", err))
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--restart] [--no-sandbox] [topdirectory]"
+const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--backlog BYTES] [--restart] [--no-sandbox] [topdirectory]"
 
 const helpText = usageLine + `
 
@@ -29,6 +29,8 @@ TOPDIRECTORY/pacct_shadow.d (default top directory /run) for atop.
   --poll DURATION          polling interval when netlink is unavailable (default 1s)
   --reclaim DURATION       when another program has taken process accounting, take
                            it back after this long (default 1h; 0 = never)
+  --backlog BYTES          while the shadow file system is nearly full, keep up to this
+                           much in the source file to copy later (default 4194304)
   --restart                take over from the running daemon with no gap in accounting:
                            it stops leaving accounting on, this one copies on from where
                            it stopped (no daemon running: an ordinary start)
@@ -50,13 +52,13 @@ type options struct {
 	version, foreground, status bool
 	help, noSandbox, restart    bool
 	pidfile                     string
-	records, sourceMax          int64
+	records, sourceMax, backlog int64
 	gcInterval, poll, reclaim   time.Duration
 }
 
 // parseArgs reads the compatible form [-v | topdirectory] and the extended one.
 func parseArgs(args []string) (options, error) {
-	o := options{pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20,
+	o := options{pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20, backlog: 4 << 20,
 		gcInterval: 60 * time.Second, poll: time.Second, reclaim: time.Hour}
 	var tops []string
 	for i := 0; i < len(args); i++ {
@@ -100,6 +102,8 @@ func parseArgs(args []string) (options, error) {
 			o.records, err = positive(name, value)
 		case "--source-max":
 			o.sourceMax, err = positive(name, value)
+		case "--backlog":
+			o.backlog, err = positive(name, value)
 		case "--gc-interval":
 			o.gcInterval, err = duration(name, value, false)
 		case "--poll":
@@ -140,7 +144,7 @@ func shown(s string) string {
 
 func takesValue(name string) bool {
 	switch name {
-	case "--pidfile", "--records", "--source-max", "--gc-interval", "--poll", "--reclaim":
+	case "--pidfile", "--records", "--source-max", "--backlog", "--gc-interval", "--poll", "--reclaim":
 		return true
 	}
 	return false

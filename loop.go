@@ -247,33 +247,66 @@ func (d *daemon) signalled() {
 	}
 }
 
-// pump copies what the source file holds now, then rotates it if it is full.
+// pump copies what the source files hold now. While the disk guard holds
+// (the shadow file system is nearly full) the records stay in the source
+// files instead (hold). Then it finishes a switch whose old file is
+// drained, or begins one once the file holds --source-max bytes.
 func (d *daemon) pump() error {
-	if err := d.drain(false); err != nil {
+	if d.disk.low {
+		d.checkDisk() // at every wakeup while low: the first with room copies the backlog
+	}
+	if err := d.drain(); err != nil {
 		return err
 	}
-	if d.src.off < d.opts.sourceMax || d.now.Before(d.rotateRetry) {
+	switch {
+	case d.disk.low:
+		return d.hold()
+	case d.src.switching:
+		return d.finishRotation()
+	case d.src.off < d.opts.sourceMax || d.now.Before(d.rotateRetry):
 		return nil
 	}
-	return d.rotate()
+	if err := d.beginRotation(); err != nil || !d.src.switching {
+		return err
+	}
+	if err := d.drain(); err != nil || d.disk.low { // the old file, to its end
+		return err
+	}
+	return d.finishRotation()
 }
 
-// drain copies records from the source file until its end; dropSelf leaves
-// out the records about the daemon itself.
-func (d *daemon) drain(dropSelf bool) error {
+// drain copies records from the file being read until its end, or until
+// deliver holds them back (they stay in the file, read again next time).
+// The old file of a switch ends with a record about the daemon itself,
+// written by the switch: it is left out.
+func (d *daemon) drain() error {
+	size := d.src.format.size
 	for {
 		raw, err := d.src.read(d.buf)
 		if err != nil {
 			return fail(exitFiles, err)
 		}
-		recs := raw
-		if dropSelf {
-			recs = d.src.dropSelf(raw)
+		if d.src.fresh() && d.acct.recordsArrived() {
+			d.log.noticef("accounting records arrive again")
 		}
-		if len(recs) > 0 {
-			if err := d.deliver(recs); err != nil {
-				return err
+		for start := 0; start < len(raw); {
+			end := start
+			for end < len(raw) && !(d.src.switching && d.src.format.isSelf(raw[end:end+size], d.src.self)) {
+				end += size
 			}
+			if end > start {
+				done, err := d.deliver(raw[start:end])
+				if err != nil {
+					return err
+				}
+				if done < end-start {
+					if err := d.src.unread(len(raw) - start - done); err != nil {
+						return fail(exitFiles, err)
+					}
+					return nil
+				}
+			}
+			start = end + size // past the record about the daemon
 		}
 		if len(raw) < len(d.buf) {
 			return nil
@@ -281,17 +314,25 @@ func (d *daemon) drain(dropSelf bool) error {
 	}
 }
 
-// rotate switches the kernel to a fresh source file and drains the old one
-// to its end, without the record the switch wrote about the daemon itself.
-func (d *daemon) rotate() error {
-	if err := d.src.beginSwitch(); err != nil {
-		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
+// beginRotation switches the kernel to the other source file, unless the
+// file system is below the kernel's resume level: a newly switched file
+// starts suspended there (kernel/acct.c) and would stay so until the
+// kernel's next check.
+func (d *daemon) beginRotation() error {
+	if below, _ := freeBelow(d.top, d.limits.resume); below {
 		d.rotateRetry = d.now.Add(tick)
 		return nil
 	}
-	if err := d.drain(true); err != nil {
-		return err
+	if err := d.src.beginSwitch(); err != nil {
+		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
+		d.rotateRetry = d.now.Add(tick)
 	}
+	return nil
+}
+
+// finishRotation empties the old source file, now consumed, and reads the
+// new one from then on.
+func (d *daemon) finishRotation() error {
 	switch err := d.src.finishSwitch(); {
 	case errors.Is(err, unix.ENOENT):
 		// Landlock lets no new source file be made; the open ones serve.
@@ -306,39 +347,97 @@ func (d *daemon) rotate() error {
 	return nil
 }
 
-// deliver copies records to the shadow files when a client may want them;
-// it drops them when none can, and skips them while the disk is nearly full.
-func (d *daemon) deliver(recs []byte) error {
-	n := uint64(len(recs) / d.src.format.size)
-	d.turn += n
-	if d.acct.recordsArrived() {
-		d.log.noticef("accounting records arrive again")
+// hold keeps the backlog in the source files while the disk guard holds, up
+// to --backlog bytes; beyond, the oldest records are skipped (skip). It
+// switches files as pump does, so that skipped records free their space.
+func (d *daemon) hold() error {
+	if over := d.src.backlog() - d.opts.backlog; over > 0 {
+		if err := d.skip(over); err != nil {
+			return err
+		}
 	}
+	if !d.src.switching && d.src.off >= d.opts.sourceMax && !d.now.Before(d.rotateRetry) {
+		return d.beginRotation()
+	}
+	return nil
+}
+
+// skip consumes the oldest n bytes of the backlog without copying them: the
+// records are counted as skipped, logged once an episode. Reaching the end
+// of a switch's old file finishes the switch.
+func (d *daemon) skip(n int64) error {
+	size := int64(d.src.format.size)
+	if !d.disk.overflow {
+		d.disk.overflow = true
+		d.log.warnf("%s: backlog above --backlog %d bytes: skipping the oldest records", shadowDir, d.opts.backlog)
+	}
+	for n >= size {
+		raw, err := d.src.read(d.buf[:min(int64(len(d.buf)), n/size*size)])
+		if err != nil {
+			return fail(exitFiles, err)
+		}
+		d.src.fresh()
+		k := len(raw) / int(size)
+		if d.src.switching {
+			k = len(d.src.dropSelf(raw)) / int(size)
+		}
+		d.stats.skipped += uint64(k)
+		d.disk.skipped += uint64(k)
+		n -= int64(len(raw))
+		if len(raw) == 0 {
+			if !d.src.switching {
+				return nil
+			}
+			if err := d.finishRotation(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// deliver copies records to the shadow files when a client may want them,
+// and drops them when none can. It returns the bytes it consumed: while
+// the disk guard holds none (the records stay in the source file), and
+// when a write finds no space, those written (the guard holds from then on).
+func (d *daemon) deliver(recs []byte) (int, error) {
+	size := d.src.format.size
 	want, err := d.clientsPresent()
 	if err != nil {
-		return fail(exitRunning, err)
+		return 0, fail(exitRunning, err)
 	}
 	switch {
 	case !want:
-		d.stats.dropped += n
-		return nil
+		d.turn += uint64(len(recs) / size)
+		d.stats.dropped += uint64(len(recs) / size)
+		return len(recs), nil
 	case d.disk.low:
-		d.stats.skipped += n
-		d.disk.skipped += n
-		return nil
+		return 0, nil
 	}
 	written, err := d.sh.write(recs)
+	d.turn += uint64(written)
 	d.stats.copied += uint64(written)
 	if errors.Is(err, errDiskFull) {
-		d.stats.skipped += n - uint64(written)
-		d.disk.full(n - uint64(written))
-		d.log.warnf("%s: %v: skipping records", shadowDir, err)
-		return nil
+		d.disk.full()
+		d.log.warnf("%s: %v: keeping records in the source file until there is room", shadowDir, err)
+		return written * size, nil
 	}
 	if err != nil {
-		return fail(exitFiles, err)
+		return written * size, fail(exitFiles, err)
 	}
-	return nil
+	return len(recs), nil
+}
+
+// deliverAll delivers records that cannot stay in a source file (a
+// previous daemon's, the start's early ones): what deliver holds back is
+// skipped.
+func (d *daemon) deliverAll(recs []byte) error {
+	done, err := d.deliver(recs)
+	if n := uint64((len(recs) - done) / d.src.format.size); n > 0 {
+		d.stats.skipped += n
+		d.disk.skipped += n
+	}
+	return err
 }
 
 // catchUp copies what a crashed daemon left uncopied in its source files
@@ -358,13 +457,13 @@ func (d *daemon) catchUp(old *leftover) (int, error) {
 	n, held := 0, false // last holds the stream's last record read so far
 	err := old.each(file, off, d.buf, size, func(_ int, _ int64, recs []byte) error {
 		if held {
-			if err := d.deliver(last); err != nil {
+			if err := d.deliverAll(last); err != nil {
 				return err
 			}
 			n++
 		}
 		if body := recs[:len(recs)-size]; len(body) > 0 {
-			if err := d.deliver(body); err != nil {
+			if err := d.deliverAll(body); err != nil {
 				return err
 			}
 			n += len(body) / size
@@ -373,7 +472,7 @@ func (d *daemon) catchUp(old *leftover) (int, error) {
 		return nil
 	})
 	if err == nil && held && !d.src.format.isSelf(last, d.src.self) {
-		err = d.deliver(last)
+		err = d.deliverAll(last)
 		n++
 	}
 	return n, err

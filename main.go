@@ -296,7 +296,7 @@ func (d *daemon) acquire() error {
 			d.log.noticef("copied %d records the previous daemon had left in its source files", n)
 		}
 	}
-	if err := d.src.takeEarly(d.buf, d.deliver); err != nil {
+	if err := d.src.takeEarly(d.buf, d.deliverAll); err != nil {
 		return fail(exitFiles, err)
 	}
 	if d.nl != nil {
@@ -466,8 +466,17 @@ func (d *daemon) handOver(clients int) {
 	}
 	if d.buf != nil {
 		d.now = time.Now()
-		if err := d.drain(false); err != nil {
+		err := d.drain()
+		if err == nil && d.src.switching && !d.disk.low {
+			if err = d.finishRotation(); err == nil {
+				err = d.drain()
+			}
+		}
+		if err != nil {
 			d.log.errorf("%v", err)
+		}
+		if n := d.src.backlog(); d.disk.low && n > 0 && !d.replaced {
+			d.log.warnf("%s: %d bytes of records held for want of space are not copied", shadowDir, n)
 		}
 	}
 	unlinkat(d.sh.dir, d.statusName, 0)

@@ -50,6 +50,12 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = strconv.AppendInt(b, size, 10)
 	b = append(b, " bytes)\nsource: "...)
 	b = strconv.AppendInt(b, d.src.size(), 10)
+	b = append(b, " bytes\nbacklog (held for want of space): "...)
+	held := int64(0)
+	if d.disk.low {
+		held = d.src.backlog()
+	}
+	b = strconv.AppendInt(b, held, 10)
 	b = append(b, " bytes\naccounting: "...)
 	b = append(b, d.accounting()...)
 	b = append(b, '\n')

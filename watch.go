@@ -87,9 +87,14 @@ func (d *daemon) watchAccounting() {
 	w := &d.acct
 	switch acctDecide(*w, d.now, below, d.opts.reclaim) {
 	case acctResume:
-		// The kernel looks at the space again within its interval.
+		// The kernel looks at the space of a newly switched file at its
+		// first record (kernel/acct.c, acct_on): switching files makes it
+		// resume at once instead of at its next check.
 		w.state, w.unmatched, w.grace = acctOn, 0, d.now.Add(d.limits.check)
-		d.log.noticef("%s: %d%% free again: the kernel resumes accounting within %s", d.opts.top, d.limits.resume, d.limits.check)
+		if !d.src.switching {
+			d.beginRotation()
+		}
+		d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
 	case acctSuspend:
 		w.state = acctSuspended
 		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
@@ -139,10 +144,11 @@ func freeBelow(fd int, pct int64) (below, ok bool) {
 // are skipped (as the C daemon does).
 const diskFreePct = 5
 
-// diskGuard remembers whether records are being skipped for want of space.
+// diskGuard remembers whether records are held back for want of space.
 type diskGuard struct {
-	low     bool
-	skipped uint64 // records skipped since low
+	low      bool
+	overflow bool   // the backlog went above --backlog in this episode
+	skipped  uint64 // records skipped since low
 }
 
 // What diskDecide tells the guard to do.
@@ -164,10 +170,9 @@ func diskDecide(wasLow, low, ok bool) int {
 	return diskResume
 }
 
-// full records that a write found no space: skipping starts now, with n
-// records of that write already skipped.
-func (g *diskGuard) full(n uint64) {
-	g.low, g.skipped = true, n
+// full records that a write found no space: holding starts now.
+func (g *diskGuard) full() {
+	g.low, g.overflow, g.skipped = true, false, 0
 }
 
 // checkDisk is the disk guard: it logs when skipping starts and ends.
@@ -175,10 +180,10 @@ func (d *daemon) checkDisk() {
 	low, ok := freeBelow(d.sh.dir, diskFreePct)
 	switch diskDecide(d.disk.low, low, ok) {
 	case diskStop:
-		d.disk.low, d.disk.skipped = true, 0
-		d.log.warnf("%s: less than %d%% of the file system free: skipping records", shadowDir, diskFreePct)
+		d.disk.full()
+		d.log.warnf("%s: less than %d%% of the file system free: keeping records in the source file (up to --backlog %d bytes)", shadowDir, diskFreePct, d.opts.backlog)
 	case diskResume:
 		d.disk.low = false
-		d.log.noticef("%s: space available again: copying resumed, %d records skipped", shadowDir, d.disk.skipped)
+		d.log.noticef("%s: space available again: copying the backlog, %d records skipped", shadowDir, d.disk.skipped)
 	}
 }
