@@ -187,6 +187,32 @@ func TestBenchRestart(t *testing.T) {
 	}
 }
 
+// TestBenchSuspendResume measures, for our daemon and each REF, how long
+// after space returns the first record is copied when the kernel had
+// suspended accounting and checks every 30 s (suspendThenResume): ours
+// switches files at once, the C daemon waits for the kernel's check. Not
+// written to docs/BENCHMARKS.md.
+func TestBenchSuspendResume(t *testing.T) {
+	for _, bin := range append([]string{integration(t)}, filepath.SplitList(os.Getenv("REF"))...) {
+		top := smallFS(t, "4m")
+		acctParams(t, "4 2 1")
+		d := startAsShipped(t, bin, top)
+		c := attached(t, top)
+		// Suspended: no record for 5 s of exits (the C daemon has no status).
+		quiet, seen := time.Now(), 0
+		suspended := func() bool {
+			if c.poll(); len(c.pids) != seen {
+				quiet, seen = time.Now(), len(c.pids)
+			}
+			return time.Since(quiet) > 5*time.Second
+		}
+		_, resume := suspendThenResume(t, top, c, suspended)
+		t.Logf("%s: the first record copied %s after space returned (the kernel checking every 30 s)", bin, resume.Round(100*time.Millisecond))
+		c.detach()
+		d.stop(t, unix.SIGTERM)
+	}
+}
+
 // TestBenchBackground measures the background case alone (withBackground),
 // each daemon in turn for ROUNDS rounds, and with TRACE (a command, such as
 // 'strace -c -f -p') traces each for 3 s of background: a quick loop for

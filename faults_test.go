@@ -259,26 +259,6 @@ func (c *client) settle() {
 	}
 }
 
-// found counts the storm's records the client read; an error when one was
-// read twice or out of order (the others are lost, not misplaced).
-func (c *client) found(s stormRun) (int, error) {
-	next, n := 0, 0
-	for i, p := range c.pids {
-		if c.ppids[i] != s.parent {
-			continue
-		}
-		for next < len(s.pids) && s.pids[next] != p {
-			next++
-		}
-		if next == len(s.pids) {
-			return n, fmt.Errorf("record of pid %d read twice or out of order", p)
-		}
-		next++
-		n++
-	}
-	return n, nil
-}
-
 // 2. The last client is SIGKILLed: SEM_UNDO gives its count back and the
 // next wakeup resets to the client-less state.
 func TestFaultLastClientKilled(t *testing.T) {
@@ -311,20 +291,6 @@ func TestFaultLastClientKilled(t *testing.T) {
 	})
 	figure(t, "client count back to 0 at once (SEM_UNDO); reset to an empty 0000000000.paf and current 0/10 %s after the kill",
 		time.Since(killed).Round(time.Millisecond))
-}
-
-// exitsUntil runs a few exits every 100 ms until cond holds.
-func exitsUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		storm(t, 3)
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // takeAccounting switches process accounting to a file of another program.
@@ -401,77 +367,18 @@ func TestFaultAccountingTaken(t *testing.T) {
 	})
 }
 
-// smallFS mounts a tmpfs of the given size on a new top directory.
-func smallFS(t *testing.T, size string) string {
-	t.Helper()
-	top := newTop(t)
-	if err := unix.Mount("tmpfs", top, "tmpfs", 0, "size="+size+",mode=0755"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(top, unix.MNT_DETACH) })
-	return top
-}
-
-// fill leaves about freePermille ‰ of the file system free, with one file.
-func fill(t *testing.T, top string, freePermille uint64) string {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(top, &st); err != nil {
-		t.Fatal(err)
-	}
-	filler := filepath.Join(top, "filler")
-	want := st.Blocks * freePermille / 1000
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if st.Bavail > want {
-		f.Write(make([]byte, (st.Bavail-want)*uint64(st.Bsize))) // up to ENOSPC
-	}
-	return filler
-}
-
-// acctParams sets /proc/sys/kernel/acct for the test (the kernel checks the
-// free space every 30 s by default) and restores it.
-func acctParams(t *testing.T, v string) {
-	if err := sysctl(t, "kernel/acct", v); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // 4. The kernel suspended accounting (free space below its low-water mark):
 // reported as suspended, not lost, never reclaimed; once there is room the
 // daemon switches files, which the kernel checks at their first record, so
 // accounting resumes at once instead of at the kernel's next check (30 s
-// here: it suspends with checks every second, then looks every 30 s).
+// here: suspendThenResume).
 func TestFaultSuspended(t *testing.T) {
 	bin := integration(t)
-	acctParams(t, "4 2 1") // resume at 4 %, suspend at 2 %, look every second
 	top := smallFS(t, "4m")
+	acctParams(t, "4 2 1") // resume at 4 %, suspend at 2 %, look every second
 	_, log := startForeground(t, bin, top, "--pidfile", "", "--source-max", "65536", "--records", "1000", "--reclaim", "1s")
 	c := attached(t, top)
-	filler := fill(t, top, 0)
-	suspend := exitsUntil(t, 15*time.Second, "accounting: suspended", statusSays(t, bin, top, "accounting: suspended"))
-	acctParams(t, "4 2 30")
-	time.Sleep(1200 * time.Millisecond)
-	storm(t, 3) // the kernel checks (its last 1 s interval has passed): the next check is 30 s away
-	os.Remove(filler)
-	freed := time.Now()
-	// Until the client reads a record of a process that exited after the
-	// space returned.
-	var runs []stormRun
-	exitsUntil(t, 25*time.Second, "a record written after space returned", func() bool {
-		runs = append(runs, storm(t, 1))
-		c.poll()
-		for _, r := range runs {
-			if n, _ := c.found(r); n > 0 {
-				return true
-			}
-		}
-		return false
-	})
-	resume := time.Since(freed)
+	suspend, resume := suspendThenResume(t, top, c, statusSays(t, bin, top, "accounting: suspended"))
 	s := storm(t, 200)
 	c.pids, c.ppids = nil, nil
 	follow(t, c, s)
