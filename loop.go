@@ -255,11 +255,14 @@ func (d *daemon) pump() error {
 	if d.disk.low {
 		d.checkDisk() // at every wakeup while low: the first with room copies the backlog
 	}
+	if d.disk.low {
+		return d.hold()
+	}
 	if err := d.drain(); err != nil {
 		return err
 	}
 	switch {
-	case d.disk.low:
+	case d.disk.low: // a write found no space
 		return d.hold()
 	case d.src.switching:
 		return d.finishRotation()
@@ -350,12 +353,19 @@ func (d *daemon) finishRotation() error {
 // hold keeps the backlog in the source files while the disk guard holds, up
 // to --backlog bytes; beyond, the oldest records are skipped (skip). It
 // switches files as pump does, so that skipped records free their space.
+// Nothing is read meanwhile: a growing backlog tells the accounting watch
+// that records arrive.
 func (d *daemon) hold() error {
-	if over := d.src.backlog() - d.opts.backlog; over > 0 {
+	held := d.src.backlog()
+	if held > d.disk.held && d.acct.recordsArrived() {
+		d.log.noticef("accounting records arrive again")
+	}
+	if over := held - d.opts.backlog; over > 0 {
 		if err := d.skip(over); err != nil {
 			return err
 		}
 	}
+	d.disk.held = d.src.backlog()
 	if !d.src.switching && d.src.off >= d.opts.sourceMax && !d.now.Before(d.rotateRetry) {
 		return d.beginRotation()
 	}

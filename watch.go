@@ -148,6 +148,7 @@ const diskFreePct = 5
 type diskGuard struct {
 	low      bool
 	overflow bool   // the backlog went above --backlog in this episode
+	held     int64  // the backlog at the last look
 	skipped  uint64 // records skipped since low
 }
 
@@ -172,7 +173,7 @@ func diskDecide(wasLow, low, ok bool) int {
 
 // full records that a write found no space: holding starts now.
 func (g *diskGuard) full() {
-	g.low, g.overflow, g.skipped = true, false, 0
+	g.low, g.overflow, g.held, g.skipped = true, false, 0, 0
 }
 
 // checkDisk is the disk guard: it logs when skipping starts and ends.
