@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if top := os.Getenv(clientEnv); top != "" {
 		clientMain(top)
 	}
+	if spec := os.Getenv(semopEnv); spec != "" {
+		semopMain(spec)
+	}
 	if spec := os.Getenv(probeSandboxEnv); spec != "" {
 		probeSandbox(spec)
 	}
@@ -1187,4 +1190,72 @@ func TestIntegrationRestartRefuses(t *testing.T) {
 		t.Errorf("the old source file grew by %d bytes after the failed take-over: accounting left on", after-before)
 	}
 	c.detach()
+}
+
+// semopEnv makes the re-executed test binary do one semop on the public
+// set, "num:delta" (no SEM_UNDO), as any local user can, and exit.
+const semopEnv = "ATOPACCTD_TEST_SEMOP"
+
+func semopMain(spec string) {
+	var num, delta int
+	fmt.Sscanf(spec, "%d:%d", &num, &delta)
+	id, err := semget(publicKey, 0, 0)
+	if err == nil {
+		err = semop(id, []sembuf{{uint16(num), int16(delta), unix.IPC_NOWAIT}})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "semop:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// asNobody re-executes the test binary as uid and gid 65534 with env set,
+// from a copy that user may run.
+func asNobody(t *testing.T, env string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := os.ReadFile(os.Args[0])
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "test"), b, 0o755)
+	}
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := testCommand(filepath.Join(dir, "test"), "-test.run=^$")
+	cmd.Env = append(cmd.Env, env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as uid 65534, %s: %v: %s", env, err, out)
+	}
+}
+
+// TestIntegrationClientCountTampered: any local user can raise the client
+// count above 100 (the public set is mode 0666; here uid 65534 adds 101,
+// so that it reads -100 clients). The daemon logs it once and copies on:
+// the attached client reads every record.
+func TestIntegrationClientCountTampered(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	_, log := startForeground(t, bin, top, "--pidfile", "", "--records", "30")
+	c := attached(t, top)
+	follow(t, c, storm(t, 50))
+	asNobody(t, semopEnv+"=0:101")
+	t.Cleanup(func() {
+		if id, err := semget(publicKey, 0, 0); err == nil {
+			semop(id, []sembuf{{semClients, -101, unix.IPC_NOWAIT}})
+		}
+	})
+	after := storm(t, 50)
+	follow(t, c, after)
+	if n := strings.Count(log.String(), "tampered with by a local user"); n != 1 {
+		t.Errorf("%d lines about the tampering, want 1:\n%s", n, log)
+	}
 }

@@ -496,10 +496,12 @@ const (
 )
 
 // presence decides from one GETALL: the registered clients, whether the lock
-// is free, and whether the shadow files are in their client-less state.
+// is free, and whether the shadow files are in their client-less state. A
+// count below zero (the client semaphore raised above 100 by hand: the set
+// is mode 0666) is tampering, not an absence of clients: copying goes on.
 func presence(clients int, lockFree, empty bool) int {
 	switch {
-	case clients > 0 || !lockFree:
+	case clients != 0 || !lockFree:
 		return clientsCopy
 	case empty:
 		return clientsDrop
@@ -521,6 +523,10 @@ func (d *daemon) clientsPresent() (bool, error) {
 	}
 	if err != nil {
 		return false, err
+	}
+	if clients < 0 && !d.sem.tampered {
+		d.sem.tampered = true
+		d.log.warnf("public semaphore set %d: client count %d, below zero: tampered with by a local user; copying on", publicKey, clients)
 	}
 	switch presence(clients, lockFree, d.sh.empty()) {
 	case clientsCopy:

@@ -82,6 +82,8 @@ func TestPresence(t *testing.T) {
 		{"100 clients attaching", 100, false, false, clientsCopy},
 		{"none, files already client-less", 0, true, true, clientsDrop},
 		{"none, files of a client that left", 0, true, false, clientsReset},
+		{"count raised above 100 by a local user", -100, true, false, clientsCopy},
+		{"count raised above 100, client-less files", -1, true, true, clientsCopy},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := presence(tt.clients, tt.lockFree, tt.empty); got != tt.want {

@@ -423,7 +423,7 @@ func (d *daemon) cleanup() {
 	if err := d.src.switchOff(); err != nil {
 		d.log.errorf("%v", err)
 	}
-	if clients, held := d.registered(); clients > 0 || held || replaced {
+	if clients, held := d.registered(); clients != 0 || held || replaced {
 		d.handOver(clients)
 	} else {
 		if err := d.sh.removeAll(); err != nil {
