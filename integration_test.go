@@ -541,7 +541,10 @@ func TestIntegrationShutdown(t *testing.T) {
 	for _, tt := range []struct {
 		sig  unix.Signal
 		code int
-	}{{unix.SIGTERM, 0}, {unix.SIGINT, 130}, {unix.SIGQUIT, 131}} {
+	}{{unix.SIGTERM, 0}, {unix.SIGINT, 130}, {unix.SIGQUIT, 131},
+		// Default actions that end a process: through the clean-up too.
+		{unix.SIGABRT, 134}, {unix.SIGTRAP, 133}, {unix.SIGSYS, 159}, {unix.SIGILL, 132},
+		{unix.SIGBUS, 135}, {unix.SIGFPE, 136}, {unix.SIGSEGV, 139}, {unix.SIGXCPU, 152}, {unix.SIGXFSZ, 153}} {
 		t.Run(tt.sig.String(), func(t *testing.T) {
 			top := newTop(t)
 			pidfile := filepath.Join(t.TempDir(), "pid")
@@ -555,6 +558,7 @@ func TestIntegrationShutdown(t *testing.T) {
 			}
 			defer src.Close()
 			cmd.Process.Signal(unix.SIGHUP) // ignored
+			cmd.Process.Signal(unix.SIGPIPE)
 			time.Sleep(100 * time.Millisecond)
 			cmd.Process.Signal(tt.sig)
 			err = cmd.Wait()

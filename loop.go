@@ -68,8 +68,8 @@ func (p *pacer) next(now time.Time, records uint64) time.Duration {
 	return pause
 }
 
-// sigPipe carries SIGTERM, SIGINT, SIGQUIT, SIGUSR1 and SIGUSR2 from the signal
-// goroutine to the loop, one byte each; pending says a byte is there, and
+// sigPipe carries the signals that stop the daemon (stopSignals), SIGUSR1
+// and SIGUSR2 from the signal goroutine to the loop, one byte each; pending says a byte is there, and
 // the goroutine wakes the loop's wait (waiter) by moving its deadline to the
 // past.
 type sigPipe struct {
@@ -78,8 +78,17 @@ type sigPipe struct {
 	waiting atomic.Pointer[os.File] // the loop's wait, once it has one
 }
 
+// stopSignals are those whose default action ends a process: each stops
+// the daemon through its clean-up (accounting off first), never leaving
+// accounting on with nobody draining it. A fault of the daemon's own
+// (SIGSEGV, SIGBUS, SIGFPE raised by its code) still panics, and the panic
+// cleans up; sent by kill(2) they arrive here.
+var stopSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGABRT, unix.SIGTRAP, unix.SIGSYS,
+	unix.SIGILL, unix.SIGBUS, unix.SIGFPE, unix.SIGSEGV, unix.SIGXCPU, unix.SIGXFSZ}
+
 // open makes the pipe and starts routing the signals into it; SIGHUP is
-// ignored. Until it succeeds, those signals keep their default action
+// ignored, and SIGPIPE (a write to a log stream nobody reads fails instead
+// of ending the daemon). Until it succeeds, those signals keep their default action
 // (the daemon dies), which is why a failure here is fatal: the daemon stops
 // before it switches accounting on, not after with no way to stop cleanly.
 func (p *sigPipe) open() error {
@@ -88,9 +97,9 @@ func (p *sigPipe) open() error {
 		return os.NewSyscallError("signal pipe: pipe2", err)
 	}
 	p.r, p.w = fds[0], fds[1]
-	signal.Ignore(unix.SIGHUP)
+	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
 	c := make(chan os.Signal, 8)
-	signal.Notify(c, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	signal.Notify(c, append(stopSignals, unix.SIGUSR1, unix.SIGUSR2)...)
 	go func() {
 		for s := range c {
 			// In this order: the loop clears pending before it reads the
