@@ -404,15 +404,14 @@ func (d *daemon) abort(err error) int {
 // the shadow files over to the next daemon (handOver), and keeps the public
 // set their registrations live in; otherwise it removes the shadow files,
 // current, the directory and the public set. Then the source files and the
-// PID file. Replaced by a daemon that waits to take over (--restart), it
+// PID file. Accounting goes off even when the daemon believes another
+// program took it: a local user can forge that belief (exits of a thread
+// group's leader bring no record), and accounting left on into a file
+// nobody drains grows without bound. Replaced by a daemon that waits to
+// take over (--restart), it
 // leaves accounting on into the source files and hands everything over. It
 // is safe to call more than once.
 func (d *daemon) cleanup() {
-	if d.acct.state == acctLost && d.src.on {
-		// Switching off now would stop the other program's accounting.
-		d.src.on = false
-		d.log.noticef("leaving process accounting to the program that took it")
-	}
 	replaced := d.replaced && d.sem.successorWaiting()
 	if replaced {
 		// The next daemon copies on from the source files: nothing is lost
