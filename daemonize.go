@@ -20,7 +20,11 @@ import (
 )
 
 const (
-	readyFDEnv = "ATOPACCTD_READY_FD" // set in the re-executed daemon: its readiness pipe
+	// The re-executed daemon runs as argv[0] daemonName with its readiness
+	// pipe at readyFD: internal modes are chosen by the arguments the
+	// starting process sets up, never by the caller's environment.
+	daemonName = "atopacctd-daemon"
+	readyFD    = 3
 	readyLine  = "ready"
 	readyWait  = 30 * time.Second
 )
@@ -52,19 +56,18 @@ func parseReady(line string) (ready bool, code int, msg string, ok bool) {
 	return false, code, msg, true
 }
 
-// readyPipe returns the readiness pipe of a re-executed daemon, else nil.
+// readyPipe returns the readiness pipe of a re-executed daemon, else nil:
+// argv[0] daemonName and readyFD the write end of a pipe.
 func readyPipe() *os.File {
-	s := os.Getenv(readyFDEnv)
-	if s == "" {
+	var st unix.Stat_t
+	if os.Args[0] != daemonName || unix.Fstat(readyFD, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
 		return nil
 	}
-	os.Unsetenv(readyFDEnv)
-	fd, err := strconv.Atoi(s)
-	if err != nil || fd < 3 {
+	if fl, err := unix.FcntlInt(readyFD, unix.F_GETFL, 0); err != nil || fl&unix.O_ACCMODE != unix.O_WRONLY {
 		return nil
 	}
-	unix.CloseOnExec(fd)
-	return os.NewFile(uintptr(fd), "readiness pipe")
+	unix.CloseOnExec(readyFD)
+	return os.NewFile(readyFD, "readiness pipe")
 }
 
 // daemonize starts the daemon in a new session and waits until it reports
@@ -84,8 +87,8 @@ func daemonize(args []string, log *logger) int {
 		log.errorf("%v", err)
 		return exitFiles
 	}
-	p, err := os.StartProcess(exe, append([]string{"atopacctd"}, args...), &os.ProcAttr{
-		Dir: "/", Env: append(os.Environ(), readyFDEnv+"=3"), Files: []*os.File{null, null, null, w},
+	p, err := os.StartProcess(exe, append([]string{daemonName}, args...), &os.ProcAttr{
+		Dir: "/", Files: []*os.File{null, null, null, w}, // w: readyFD
 		Sys: &syscall.SysProcAttr{Setsid: true}})
 	null.Close()
 	w.Close()

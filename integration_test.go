@@ -1263,3 +1263,37 @@ func TestIntegrationClientCountTampered(t *testing.T) {
 		t.Errorf("%d lines about the tampering, want 1:\n%s", n, log)
 	}
 }
+
+// TestIntegrationInternalModes: neither the caller's environment nor what
+// it leaves at descriptor 3 selects an internal mode. With the variables
+// earlier versions read (exit at once; be the daemon, readiness at fd 3) and
+// a pipe at fd 3, or with the daemon's own argv[0] but no pipe there, the
+// command still starts a daemon of its own: another process, in a session
+// of its own.
+func TestIntegrationInternalModes(t *testing.T) {
+	bin := integration(t)
+	for _, argv0 := range []string{"atopacctd", daemonName} {
+		t.Run(argv0, func(t *testing.T) {
+			top := newTop(t)
+			d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
+			fd3, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fd3.Close()
+			defer w.Close()
+			if argv0 == daemonName {
+				fd3, _ = os.Open(bin) // a regular file, not the readiness pipe
+				defer fd3.Close()
+			}
+			cmd := exec.Command(bin, "--pidfile", d.pidfile, top)
+			cmd.Args[0] = argv0
+			cmd.Env = append(os.Environ(), "ATOPACCTD_EXIT_PROBE=1", "ATOPACCTD_READY_FD=3")
+			cmd.ExtraFiles = []*os.File{fd3}
+			d.start(t, bin, cmd)
+			if sid, _ := unix.Getsid(d.pid); d.pid == cmd.Process.Pid || sid != d.pid {
+				t.Errorf("the daemon is pid %d in session %d; the command was pid %d: want another process leading its own session", d.pid, sid, cmd.Process.Pid)
+			}
+		})
+	}
+}

@@ -34,7 +34,7 @@ const (
 )
 
 func main() {
-	if os.Getenv(probeEnv) != "" {
+	if len(os.Args) == 1 && os.Args[0] == probeName {
 		os.Exit(0) // the startup check of the proc connector only needs this exit
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

@@ -42,7 +42,7 @@ const (
 	rcvBuf    = 2048 // SO_RCVBUF: the kernel doubles it, room for a few events
 	recvSize  = 128  // bytes per message buffer (a message is exitMsgLen)
 
-	probeEnv  = "ATOPACCTD_EXIT_PROBE" // set in the child whose exit checks the subscription
+	probeName = "atopacctd-exit-probe" // argv[0] of the child whose exit checks the subscription
 	probeWait = time.Second
 )
 
@@ -215,7 +215,7 @@ var errNoEvents = errors.New("the proc connector delivers no exit events")
 // probe starts a child that exits at once and waits for its exit event: a
 // subscription can be accepted and still deliver nothing (new pid namespace).
 func (c *procConn) probe() error {
-	p, err := os.StartProcess("/proc/self/exe", []string{"atopacctd"}, &os.ProcAttr{Env: []string{probeEnv + "=1"}})
+	p, err := os.StartProcess("/proc/self/exe", []string{probeName}, &os.ProcAttr{})
 	if err != nil {
 		return fmt.Errorf("start exit probe: %w", err)
 	}
