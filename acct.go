@@ -327,6 +327,15 @@ func (s *source) fresh() bool {
 	return true
 }
 
+// seenAll counts every record in fds[cur] as read before (held back: its
+// arrival was noted then), so that reading it later is not news.
+func (s *source) seenAll() {
+	var st unix.Stat_t
+	if unix.Fstat(s.fds[s.cur], &st) == nil {
+		s.seen = max(s.seen, st.Size)
+	}
+}
+
 // backlog is the bytes the kernel wrote that the daemon has not consumed:
 // the rest of fds[cur], and during a switch the whole other file.
 func (s *source) backlog() int64 {

@@ -259,7 +259,9 @@ func (d *daemon) signalled() {
 // pump copies what the source files hold now. While the disk guard holds
 // (the shadow file system is nearly full) the records stay in the source
 // files instead (hold). Then it finishes a switch whose old file is
-// drained, or begins one once the file holds --source-max bytes.
+// drained, or begins one once the file holds --source-max bytes, or at
+// once when the kernel is to resume a suspended accounting (a new file is
+// checked at its first record).
 func (d *daemon) pump() error {
 	if d.disk.low {
 		d.checkDisk() // at every wakeup while low: the first with room copies the backlog
@@ -275,12 +277,13 @@ func (d *daemon) pump() error {
 		return d.hold()
 	case d.src.switching:
 		return d.finishRotation()
-	case d.src.off < d.opts.sourceMax || d.now.Before(d.rotateRetry):
+	case d.src.off < d.opts.sourceMax && !d.resume || d.now.Before(d.rotateRetry):
 		return nil
 	}
 	if err := d.beginRotation(); err != nil || !d.src.switching {
 		return err
 	}
+	d.resume = false
 	if err := d.drain(); err != nil || d.disk.low { // the old file, to its end
 		return err
 	}
@@ -369,6 +372,7 @@ func (d *daemon) hold() error {
 	if held > d.disk.held && d.acct.recordsArrived() {
 		d.log.noticef("accounting records arrive again")
 	}
+	d.src.seenAll() // copied later, they are no news of accounting
 	if over := held - d.opts.backlog; over > 0 {
 		if err := d.skip(over); err != nil {
 			return err

@@ -210,6 +210,7 @@ type daemon struct {
 	turn        uint64        // records read in this turn
 	stopCode    int           // exit code once a signal asked to stop, else -1
 	replaced    bool          // stopping for a daemon that takes over (SIGUSR2)
+	resume      bool          // switch source files now: the kernel resumes a suspended accounting
 	srcUnnamed  bool
 	stats       counters
 	now         time.Time

@@ -91,9 +91,7 @@ func (d *daemon) watchAccounting() {
 		// first record (kernel/acct.c, acct_on): switching files makes it
 		// resume at once instead of at its next check.
 		w.state, w.unmatched, w.grace = acctOn, 0, d.now.Add(d.limits.check)
-		if !d.src.switching {
-			d.beginRotation()
-		}
+		d.resume = true // pump switches files as soon as no switch is pending
 		d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
 	case acctSuspend:
 		w.state = acctSuspended
