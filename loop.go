@@ -283,7 +283,6 @@ func (d *daemon) pump() error {
 	if err := d.beginRotation(); err != nil || !d.src.switching {
 		return err
 	}
-	d.resume = false
 	if err := d.drain(); err != nil || d.disk.low { // the old file, to its end
 		return err
 	}
@@ -341,7 +340,9 @@ func (d *daemon) beginRotation() error {
 	if err := d.src.beginSwitch(); err != nil {
 		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
 		d.rotateRetry = d.now.Add(tick)
+		return nil
 	}
+	d.resume = false
 	return nil
 }
 
@@ -379,7 +380,7 @@ func (d *daemon) hold() error {
 		}
 	}
 	d.disk.held = d.src.backlog()
-	if !d.src.switching && d.src.off >= d.opts.sourceMax && !d.now.Before(d.rotateRetry) {
+	if !d.src.switching && (d.src.off >= d.opts.sourceMax || d.resume) && !d.now.Before(d.rotateRetry) {
 		return d.beginRotation()
 	}
 	return nil
