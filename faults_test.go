@@ -412,6 +412,35 @@ func TestFaultNoProcConnector(t *testing.T) {
 	figure(t, "polling every 200ms; 0 of %d records lost", len(s.pids))
 }
 
+// 3b. Any local user (uid 65534 here) takes the public lock and keeps it
+// (no SEM_UNDO: it stays taken after the process exits). Collection goes on
+// once the lock has been held longer than a client attach can take, with
+// one log line: the shadow files stay bounded while the client reads.
+func TestFaultLockKept(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	_, log := startForeground(t, bin, top, "--pidfile", "", "--records", "30", "--gc-interval", "1s")
+	c := attached(t, top)
+	asNobody(t, semopEnv+"=1:-1")
+	t.Cleanup(func() {
+		if id, err := semget(publicKey, 0, 0); err == nil {
+			semop(id, []sembuf{{semLock, 1, 0}})
+		}
+	})
+	start := time.Now()
+	var most int
+	for time.Since(start) < 14*time.Second {
+		follow(t, c, storm(t, 300)) // ten files' worth a second
+		most = max(most, len(shadowFiles(t, top)))
+		time.Sleep(700 * time.Millisecond)
+	}
+	files := len(shadowFiles(t, top))
+	if files > 3 || !strings.Contains(log.String(), "collecting without it") {
+		t.Errorf("%d shadow files after 14 s with the lock kept (at most %d on the way); log:\n%s", files, most, log)
+	}
+	figure(t, "public lock kept by uid 65534: at most %d shadow files on the way, %d after 14 s; client attached %d times", most, files, c.attaches)
+}
+
 // 6. A nearly full shadow file system (4.5 % free: the kernel writes on,
 // the guard holds): the records stay in the source file and are all copied,
 // in order, once there is room; with a --backlog smaller than the storm the

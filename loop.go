@@ -22,6 +22,7 @@ import (
 const (
 	tick      = time.Second // status, disk guard and repairs happen at most this often
 	lostAfter = 3 * time.Second
+	lockHeld  = 10 * time.Second // the public lock held longer: not a client attaching (collect)
 
 	// Coalescing (pacer): records arriving at stormRate or faster, measured
 	// over at least stormWindow or stormRecords, are a storm.
@@ -595,14 +596,37 @@ func (d *daemon) periodic() error {
 
 // collect removes unused shadow files under the public lock, so that a
 // client between reading current and locking its file is never robbed.
+// A lock held longer than lockHeld is no client attaching (atop holds it
+// until its probe's record arrives, 2 s at most) but a local user keeping
+// it (the set is mode 0666): collection then goes on without it, as the
+// C daemon's always does. It never removes the file current names, the
+// one an attaching client opens.
 func (d *daemon) collect() {
 	locked, err := d.sem.tryLock()
-	if err != nil || !locked {
-		d.nextGC = d.now.Add(tick) // a client is attaching: try again soon
+	if err == nil && !locked {
+		if d.lockBusy.IsZero() {
+			d.lockBusy = d.now
+		}
+		if d.now.Sub(d.lockBusy) < lockHeld {
+			d.nextGC = d.now.Add(tick) // a client is attaching: try again soon
+			return
+		}
+		if !d.lockStuck {
+			d.lockStuck = true
+			d.log.warnf("public semaphore set %d: lock held for over %s, by no attaching client: collecting without it", publicKey, lockHeld)
+		}
+	}
+	if err != nil {
+		d.nextGC = d.now.Add(tick)
 		return
 	}
+	if locked {
+		d.lockBusy, d.lockStuck = time.Time{}, false
+	}
 	removed, err := d.sh.collect()
-	d.sem.unlock()
+	if locked {
+		d.sem.unlock()
+	}
 	d.nextGC = d.now.Add(d.opts.gcInterval)
 	if err != nil {
 		d.log.warnf("garbage collection: %v", err)

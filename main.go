@@ -216,6 +216,8 @@ type daemon struct {
 	now         time.Time
 	nextTick    time.Time
 	nextGC      time.Time
+	lockBusy    time.Time // since when collection has found the public lock taken
+	lockStuck   bool      // collecting without the lock (logged once)
 	rotateRetry time.Time
 
 	// The accounting and disk watch (watch.go).
