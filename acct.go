@@ -416,11 +416,14 @@ func (s *source) remove() error {
 }
 
 // close closes the source files, leaving them (and accounting) as they are.
-func (s *source) close() {
-	for i, fd := range s.fds {
+func (s *source) close() { closeAll(s.fds[:]) }
+
+// closeAll closes the open descriptors among fds and marks them -1.
+func closeAll(fds []int) {
+	for i, fd := range fds {
 		if fd >= 0 {
 			unix.Close(fd)
-			s.fds[i] = -1
+			fds[i] = -1
 		}
 	}
 }

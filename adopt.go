@@ -299,11 +299,4 @@ func (l *leftover) each(file int, off int64, buf []byte, size int, f func(file i
 	return nil
 }
 
-func (l *leftover) close() {
-	for i, fd := range l.fds {
-		if fd >= 0 {
-			unix.Close(fd)
-			l.fds[i] = -1
-		}
-	}
-}
+func (l *leftover) close() { closeAll(l.fds[:]) }
