@@ -266,9 +266,9 @@ func (d *daemon) signalled() {
 func (d *daemon) pump() error {
 	if d.disk.low {
 		d.checkDisk() // at every wakeup while low: the first with room copies the backlog
-	}
-	if d.disk.low {
-		return d.hold()
+		if d.disk.low {
+			return d.hold()
+		}
 	}
 	if err := d.drain(); err != nil {
 		return err
@@ -603,25 +603,15 @@ func (d *daemon) periodic() error {
 // one an attaching client opens.
 func (d *daemon) collect() {
 	locked, err := d.sem.tryLock()
-	if err == nil && !locked {
-		if d.lockBusy.IsZero() {
-			d.lockBusy = d.now
-		}
-		if d.now.Sub(d.lockBusy) < lockHeld {
-			d.nextGC = d.now.Add(tick) // a client is attaching: try again soon
-			return
-		}
-		if !d.lockStuck {
-			d.lockStuck = true
-			d.log.warnf("public semaphore set %d: lock held for over %s, by no attaching client: collecting without it", publicKey, lockHeld)
-		}
-	}
-	if err != nil {
+	switch {
+	case err != nil:
 		d.nextGC = d.now.Add(tick)
 		return
-	}
-	if locked {
+	case locked:
 		d.lockBusy, d.lockStuck = time.Time{}, false
+	case !d.lockKept():
+		d.nextGC = d.now.Add(tick) // a client is attaching: try again soon
+		return
 	}
 	removed, err := d.sh.collect()
 	if locked {
@@ -635,4 +625,20 @@ func (d *daemon) collect() {
 		d.log.infof("removed %d unused shadow files", removed)
 	}
 	d.shed() // what rare paths paged in since: the resident set stays the loop's
+}
+
+// lockKept reports, of a public lock collect found taken, whether it has
+// been taken for over lockHeld (said once).
+func (d *daemon) lockKept() bool {
+	if d.lockBusy.IsZero() {
+		d.lockBusy = d.now
+	}
+	if d.now.Sub(d.lockBusy) < lockHeld {
+		return false
+	}
+	if !d.lockStuck {
+		d.lockStuck = true
+		d.log.warnf("public semaphore set %d: lock held for over %s, by no attaching client: collecting without it", publicKey, lockHeld)
+	}
+	return true
 }
