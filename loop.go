@@ -374,12 +374,12 @@ func (d *daemon) hold() error {
 	if held > d.disk.held && d.acct.recordsArrived() {
 		d.log.noticef("accounting records arrive again")
 	}
-	d.src.seenAll() // copied later, they are no news of accounting
 	if over := held - d.opts.backlog; over > 0 {
 		if err := d.skip(over); err != nil {
 			return err
 		}
 	}
+	d.src.seenAll() // copied later, they are no news of accounting
 	d.disk.held = d.src.backlog()
 	if !d.src.switching && (d.src.off >= d.opts.sourceMax || d.resume) && !d.now.Before(d.rotateRetry) {
 		return d.beginRotation()
@@ -401,7 +401,6 @@ func (d *daemon) skip(n int64) error {
 		if err != nil {
 			return fail(exitFiles, err)
 		}
-		d.src.fresh()
 		k := len(raw) / int(size)
 		if d.src.switching {
 			k = len(d.src.dropSelf(raw)) / int(size)
