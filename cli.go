@@ -49,6 +49,7 @@ a signal: 128+signal (SIGTERM: 0).
 
 type options struct {
 	top                         string
+	topArg                      int // index of the top directory in the arguments, -1 for the default
 	version, foreground, status bool
 	help, noSandbox, restart    bool
 	pidfile                     string
@@ -64,11 +65,13 @@ func parseArgs(args []string) (options, error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
-			tops = append(tops, args[i+1:]...)
+			for i++; i < len(args); i++ {
+				tops, o.topArg = append(tops, args[i]), i
+			}
 			break
 		}
 		if !strings.HasPrefix(a, "-") || a == "-" {
-			tops = append(tops, a)
+			tops, o.topArg = append(tops, a), i
 			continue
 		}
 		name, val, hasVal := strings.Cut(a, "=")
@@ -128,7 +131,7 @@ func parseArgs(args []string) (options, error) {
 	case len(tops) == 1:
 		o.top = tops[0]
 	default:
-		o.top = "/run"
+		o.top, o.topArg = "/run", -1
 	}
 	return o, nil
 }

@@ -761,6 +761,11 @@ func TestFaultBadTop(t *testing.T) {
 	link := filepath.Join(base, "link")
 	os.Symlink(good, link)
 	long := "/" + strings.Repeat("d/", unix.PathMax/2+1)
+	under := func(parent string) string { return mkdirAs(t, parent, "top", 0o755, 0) }
+	ulink := filepath.Join(base, "ulink")
+	os.Symlink(good, ulink)
+	os.Lchown(ulink, 65534, 65534)
+	mkdirAs(t, good, "top", 0o755, 0)
 	refused := 0
 	for _, tt := range []struct{ name, top, stderr string }{
 		{"missing", filepath.Join(base, "missing"), "no such file"},
@@ -770,7 +775,12 @@ func TestFaultBadTop(t *testing.T) {
 		{"world-writable", mk("ww", 0o757, 0), "writable by group or others"},
 		{"sticky and world-writable", mk("tmp", 0o1777, 0), "writable by group or others"},
 		{"another user's", mk("nobodys", 0o755, 65534), "owned by uid 65534"},
-		{"longer than PATH_MAX", long, "file name too long"},
+		{"longer than PATH_MAX", long, "atop's path buffers take at most"},
+		{"longer than atop's buffers", "/" + strings.Repeat("d", maxTop), "atop's path buffers take at most"},
+		// Whoever can rename a directory above the top can swap the tree.
+		{"under another user's", under(mk("nobodys-parent", 0o755, 65534)), "above the top directory"},
+		{"under a group-writable", under(mk("gw-parent", 0o775, 0)), "above the top directory"},
+		{"through another user's symlink", filepath.Join(ulink, "top"), "owned by uid 65534"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
@@ -827,6 +837,16 @@ func TestFaultBadTop(t *testing.T) {
 	if names, _ := os.ReadDir(victim); len(names) != 0 {
 		t.Errorf("the symlink's target was written: %v", names)
 	}
+	// A relative top is made absolute by the starting process: the daemon
+	// starts in "/".
+	rel := &daemonProc{top: good, pidfile: filepath.Join(t.TempDir(), "pid")}
+	cmd := exec.Command(bin, "--pidfile", rel.pidfile, "good")
+	cmd.Dir = base
+	rel.start(t, bin, cmd)
+	if _, err := os.Stat(filepath.Join(good, shadowDir, "current")); err != nil {
+		t.Errorf("relative top good in %s: %v", base, err)
+	}
+	rel.stop(t, unix.SIGTERM)
 	figure(t, "%d bad top directories refused with exit 2 and one line; swapped for a symlink in a loop: %d starts in the real directory, %d refused, 0 files in the symlink's target",
 		refused, starts, refusals)
 }

@@ -1295,3 +1295,35 @@ func TestIntegrationInternalModes(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationInheritedDescriptors: a descriptor the caller leaves open
+// (here fds 3 to 9, one file) is not held by the daemon (-f: no re-exec).
+func TestIntegrationInheritedDescriptors(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	held := filepath.Join(t.TempDir(), "held")
+	f, err := os.Create(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
+	cmd := exec.Command(bin, "-f", "--pidfile", d.pidfile, top)
+	cmd.ExtraFiles = slices.Repeat([]*os.File{f}, 7)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, 10*time.Second, "the PID file", func() bool { _, err := os.Stat(d.pidfile); return err == nil })
+	d.adopt(t, bin)
+	defer d.stop(t, unix.SIGTERM)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", d.pid, e.Name())); link == held {
+			t.Errorf("the daemon holds the caller's fd %s (%s)", e.Name(), link)
+		}
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -90,6 +92,14 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		log.errorf("must run as root (effective uid %d)", euid)
 		return exitUsage
 	}
+	if o.top, err = filepath.Abs(o.top); err != nil {
+		log.errorf("top directory: %v", err)
+		return exitTop
+	}
+	if o.topArg >= 0 { // the daemon, started in "/", gets the absolute path
+		args = slices.Clone(args)
+		args[o.topArg] = o.top
+	}
 	top, err := openTop(o.top)
 	if err != nil {
 		log.errorf("%v", err)
@@ -113,6 +123,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// From here on, the daemon process. Every failure below switches
 	// accounting off and removes what was made before it returns, and so
 	// does a panic.
+	keep := []int{top}
+	if ready != nil {
+		keep = append(keep, readyFD)
+	}
+	closeInherited(keep)
 	if !o.foreground {
 		log = newLogger(nil) // syslog
 	}
@@ -149,9 +164,43 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	return d.loop()
 }
 
+// closeInherited closes every descriptor above stderr that the caller left
+// open, except keep (the top directory, the readiness pipe). The Go
+// runtime's poller (an epoll and an eventfd, made when a standard stream is
+// non-blocking) stays: it is the runtime's own.
+func closeInherited(keep []int) {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range fds {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 || slices.Contains(keep, fd) {
+			continue
+		}
+		if link, _ := os.Readlink("/proc/self/fd/" + e.Name()); link == "anon_inode:[eventpoll]" || link == "anon_inode:[eventfd]" {
+			continue
+		}
+		unix.Close(fd)
+	}
+}
+
+// maxTop is the longest top directory whose shadow file paths fit atop's
+// 512-byte path buffers (PROTOCOL.md); oldAtopTop, the longest that fits
+// the 128 bytes of atop before 2.12.
+const (
+	maxTop     = 512 - len("/"+shadowDir+"/0000000000.paf") - 1
+	oldAtopTop = 128 - len("/"+shadowDir+"/0000000000.paf") - 1
+)
+
 // openTop opens the top directory without following a final symlink and
-// checks it: a directory, owned by root, not writable by group or others.
+// checks it and every directory above it as OpenSSH's StrictModes does: a
+// local user who can rename any of them can put a tree of their own where
+// atop looks for shadow files. path is absolute.
 func openTop(path string) (int, error) {
+	if len(path) > maxTop {
+		return -1, fmt.Errorf("top directory %.40s...: %d bytes long, atop's path buffers take at most %d", path, len(path), maxTop)
+	}
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		reason := err.Error()
@@ -164,24 +213,68 @@ func openTop(path string) (int, error) {
 		}
 		return -1, fmt.Errorf("top directory %s: %s", path, reason)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("top directory %s: %w", path, os.NewSyscallError("fstat", err))
-	}
-	switch {
-	case st.Uid != 0:
-		err = fmt.Errorf("top directory %s: owned by uid %d, not root", path, st.Uid)
-	case st.Mode&0o022 != 0:
-		err = fmt.Errorf("top directory %s: writable by group or others (mode %04o)", path, st.Mode&0o7777)
-	}
-	if err != nil {
+	if err := strictTree(fd, path); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
 	return fd, nil
 }
 
+// strictTree checks the directory fd (named path) and those above it, both
+// the ones its name passes through (a symbolic link among them must be
+// root's) and its real parents up to "/" (through ".."): each owned by
+// root and not writable by group or others, unless sticky (above the top
+// directory only: /tmp is fine, a top directory like it is not).
+func strictTree(fd int, path string) error {
+	for p := filepath.Dir(path); p != "/"; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("directory %s above the top directory: %w", p, err)
+		}
+		if why := strictMode(&st, true); why != "" {
+			return fmt.Errorf("directory %s above the top directory %s: %s", p, path, why)
+		}
+	}
+	dir, err := unix.Dup(fd)
+	for above := false; err == nil; above = true {
+		var st, up unix.Stat_t
+		if err = unix.Fstat(dir, &st); err != nil {
+			break
+		}
+		if why := strictMode(&st, above); why != "" {
+			what := "top directory " + path
+			if above {
+				name, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", dir))
+				what = fmt.Sprintf("directory %s above the top directory %s", name, path)
+			}
+			err = fmt.Errorf("%s: %s", what, why)
+			break
+		}
+		parent, perr := unix.Openat(dir, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if perr == nil && unix.Fstat(parent, &up) == nil && up.Dev == st.Dev && up.Ino == st.Ino {
+			unix.Close(parent)
+			break // "/" is its own parent
+		}
+		unix.Close(dir)
+		dir, err = parent, perr
+	}
+	unix.Close(dir)
+	return err
+}
+
+// strictMode says why a directory (or a symbolic link) is not safe to
+// trust, "" when it is.
+func strictMode(st *unix.Stat_t, above bool) string {
+	switch {
+	case st.Uid != 0:
+		return fmt.Sprintf("owned by uid %d, not root", st.Uid)
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return "" // its mode means nothing; its directory is checked
+	case st.Mode&0o022 != 0 && !(above && st.Mode&unix.S_ISVTX != 0):
+		return fmt.Sprintf("writable by group or others (mode %04o)", st.Mode&0o7777)
+	}
+	return ""
+}
 // daemon owns every descriptor, buffer and counter of the running daemon,
 // grouped by what owns them.
 type daemon struct {
@@ -386,6 +479,9 @@ func (d *daemon) becomeReady() {
 	}
 	d.notify.close()
 	d.log.noticef("started %s: top %s, %s, %d records per shadow file", version, d.opts.top, d.accounting(), d.opts.records)
+	if len(d.opts.top) > oldAtopTop {
+		d.log.warnf("top directory %s: longer than %d bytes, which atop before 2.12 cuts (its path buffers hold 128)", d.opts.top, oldAtopTop)
+	}
 }
 
 // abort ends a start that failed (or a panic): it logs the error, cleans up

@@ -11,7 +11,7 @@ import (
 )
 
 func TestParseArgs(t *testing.T) {
-	def := options{top: "/run", pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20, backlog: 4 << 20,
+	def := options{top: "/run", topArg: -1, pidfile: "/run/atopacctd.pid", records: 10000, sourceMax: 1 << 20, backlog: 4 << 20,
 		gcInterval: time.Minute, poll: time.Second, reclaim: time.Hour}
 	with := func(f func(*options)) options { o := def; f(&o); return o }
 	for _, tt := range []struct {
@@ -21,19 +21,19 @@ func TestParseArgs(t *testing.T) {
 		err  string // part of the error line naming the argument
 	}{
 		{"none", nil, def, ""},
-		{"compatible top", []string{"/var/run"}, with(func(o *options) { o.top = "/var/run" }), ""},
+		{"compatible top", []string{"/var/run"}, with(func(o *options) { o.top, o.topArg = "/var/run", 0 }), ""},
 		{"-v", []string{"-v"}, with(func(o *options) { o.version = true }), ""},
 		{"-V", []string{"-V"}, with(func(o *options) { o.version = true }), ""},
 		{"--version", []string{"--version"}, with(func(o *options) { o.version = true }), ""},
 		{"foreground status help", []string{"-f", "--status", "-h"}, with(func(o *options) { o.foreground, o.status, o.help = true, true, true }), ""},
 		{"values", []string{"--pidfile", "", "--records=1000", "--source-max", "4096", "--gc-interval", "2s", "--poll=250ms", "--backlog", "640", "/top"},
 			with(func(o *options) {
-				o.pidfile, o.records, o.sourceMax, o.gcInterval, o.poll, o.backlog, o.top = "", 1000, 4096, 2*time.Second, 250*time.Millisecond, 640, "/top"
+				o.pidfile, o.records, o.sourceMax, o.gcInterval, o.poll, o.backlog, o.top, o.topArg = "", 1000, 4096, 2*time.Second, 250*time.Millisecond, 640, "/top", 10
 			}), ""},
 		{"restart", []string{"--restart"}, with(func(o *options) { o.restart = true }), ""},
 		{"backlog 0", []string{"--backlog", "0"}, def, `--backlog: "0" is not a positive integer`},
-		{"top before options", []string{"/top", "-f"}, with(func(o *options) { o.top, o.foreground = "/top", true }), ""},
-		{"after --", []string{"--", "-odd"}, with(func(o *options) { o.top = "-odd" }), ""},
+		{"top before options", []string{"/top", "-f"}, with(func(o *options) { o.top, o.topArg, o.foreground = "/top", 0, true }), ""},
+		{"after --", []string{"--", "-odd"}, with(func(o *options) { o.top, o.topArg = "-odd", 1 }), ""},
 		{"unknown", []string{"--bogus"}, def, "--bogus: unknown option"},
 		{"unknown short", []string{"-x"}, def, "-x: unknown option"},
 		{"two tops", []string{"/a", "/b"}, def, "/b: only one top directory"},
