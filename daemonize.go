@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -121,16 +122,20 @@ func daemonize(args []string, log *logger) int {
 }
 
 // writePidfile writes "<pid>\n" to path ("" = none), never through a
-// symbolic link.
+// symbolic link, into a FIFO or a device, or to another file's hard link
+// (createFile).
 func writePidfile(path string) error {
 	if path == "" {
 		return nil
 	}
-	data := strconv.Itoa(os.Getpid()) + "\n"
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	dir, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err == nil {
-		_, err = unix.Write(fd, []byte(data))
-		unix.Close(fd)
+		var fd int
+		if fd, err = createFile(dir, cstr(filepath.Base(path)), true, 0o644); err == nil {
+			_, err = unix.Write(fd, []byte(strconv.Itoa(os.Getpid())+"\n"))
+			unix.Close(fd)
+		}
+		unix.Close(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("PID file %s: %w", path, err)
@@ -138,9 +143,21 @@ func writePidfile(path string) error {
 	return nil
 }
 
-// removePidfile removes path if it still holds this process's PID.
+// removePidfile removes path if it is still a regular file holding this
+// process's PID; it opens nothing that could block.
 func removePidfile(path string) {
-	if b, err := os.ReadFile(path); err == nil && string(b) == strconv.Itoa(os.Getpid())+"\n" {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	var st unix.Stat_t
+	b := make([]byte, 32)
+	n, err := 0, unix.Fstat(fd, &st)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		n, err = unix.Read(fd, b)
+	}
+	unix.Close(fd)
+	if err == nil && string(b[:max(n, 0)]) == strconv.Itoa(os.Getpid())+"\n" {
 		os.Remove(path)
 	}
 }

@@ -636,6 +636,47 @@ func TestFaultFilesRemoved(t *testing.T) {
 	figure(t, "%s; client attached %d times", strings.Join(figures, "; "), c.attaches)
 }
 
+// TestFaultPlanted: what root leaves by mistake where the daemon writes
+// (a FIFO as the PID file, at current.tmp and at status; hard links at the
+// PID file and at the next shadow file's name to a file elsewhere) never
+// blocks the daemon and is never written through: the daemon replaces it.
+// The client reads every record, SIGTERM is acted on, the linked-to file
+// keeps its content.
+func TestFaultPlanted(t *testing.T) {
+	bin := integration(t)
+	for _, pidfile := range []string{"a FIFO", "a hard link"} {
+		t.Run("PID file "+pidfile, func(t *testing.T) {
+			top := newTop(t)
+			victim := filepath.Join(t.TempDir(), "victim")
+			os.WriteFile(victim, []byte("keep\n"), 0o644)
+			d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "pid")}
+			if pidfile == "a FIFO" {
+				unix.Mkfifo(d.pidfile, 0o644)
+			} else {
+				os.Link(victim, d.pidfile)
+			}
+			d.start(t, bin, exec.Command(bin, "--pidfile", d.pidfile, "--records", "30", top))
+			dir := filepath.Join(top, shadowDir)
+			unix.Mkfifo(filepath.Join(dir, currentTmp), 0o644)
+			os.Remove(filepath.Join(dir, statusName))
+			unix.Mkfifo(filepath.Join(dir, statusName), 0o644)
+			cur, _ := os.ReadFile(filepath.Join(dir, currentName))
+			seq, _, _ := parseCurrent(cur)
+			os.Link(victim, filepath.Join(dir, pafName(seq+1)))
+			c := attached(t, top)
+			follow(t, c, storm(t, 100)) // more than three files
+			waitFor(t, 5*time.Second, "a regular status file", func() bool {
+				st, err := os.Lstat(filepath.Join(dir, statusName))
+				return err == nil && st.Mode().IsRegular()
+			})
+			d.stop(t, unix.SIGTERM)
+			if b, _ := os.ReadFile(victim); string(b) != "keep\n" {
+				t.Errorf("the hard-linked file was written: %q", b)
+			}
+		})
+	}
+}
+
 // 8. 100 clients attached, then a 101st: refused by the semaphore, and the
 // daemon and the 100 unaffected.
 func TestFaultClientLimit(t *testing.T) {

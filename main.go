@@ -374,6 +374,10 @@ func (d *daemon) acquire() error {
 		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
 	}
 	d.nl = nl
+	if err := writePidfile(d.opts.pidfile); err != nil { // before accounting is on
+		return fail(exitFiles, err)
+	}
+	d.pidWritten = d.opts.pidfile != ""
 	if err := d.src.switchOn(); err != nil {
 		if errors.Is(err, errFormat) {
 			return fail(exitFormat, err)
@@ -409,10 +413,6 @@ func (d *daemon) acquire() error {
 	if err := d.wait.open(fd, d.nl, &d.sig); err != nil {
 		return fail(exitFiles, err)
 	}
-	if err := writePidfile(d.opts.pidfile); err != nil {
-		return fail(exitFiles, err)
-	}
-	d.pidWritten = d.opts.pidfile != ""
 	if err := renice(); err != nil {
 		d.log.noticef("nice -20: %v: copying at the usual priority", err)
 	}

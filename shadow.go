@@ -50,6 +50,35 @@ func openat(dir int, name []byte, flags int, mode uint32) (int, error) {
 	return int(fd), nil
 }
 
+// createFile opens name in dir for writing, creating it (mode), emptied
+// with trunc. What is planted there by mistake is never used nor followed:
+// a symbolic link, FIFO, device or a hard link to another file (link count
+// above 1) is unlinked and a new file made in its place; opening never
+// blocks (O_NONBLOCK) and never truncates before the check. It does not
+// allocate.
+func createFile(dir int, name []byte, trunc bool, mode uint32) (int, error) {
+	const flags = unix.O_WRONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	fd, err := openat(dir, name, flags|unix.O_CREAT, mode)
+	var st unix.Stat_t
+	if err == nil && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 {
+		if trunc {
+			if err := unix.Ftruncate(fd, 0); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+		return fd, nil
+	}
+	if err == nil {
+		unix.Close(fd)
+	}
+	// ELOOP: a symlink (O_NOFOLLOW); ENXIO: a FIFO with no reader.
+	if err := unlinkat(dir, name, 0); err != nil && err != unix.ENOENT {
+		return -1, err
+	}
+	return openat(dir, name, flags|unix.O_CREAT|unix.O_EXCL, mode)
+}
+
 // rawWrite is write(2) as a raw system call (see rawRead in acct.go).
 func rawWrite(fd int, b []byte) (int, error) {
 	if len(b) == 0 {
@@ -282,7 +311,7 @@ func readNames(dir int) ([]string, error) {
 // go of the previous file: current never names a file that does not exist.
 func (s *shadow) start(seq int64) error {
 	name := formatName(s.name[:], seq)
-	fd, err := openat(s.dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	fd, err := createFile(s.dir, name, true, 0o644)
 	if errors.Is(err, unix.ENOENT) && s.dirRemoved() {
 		err := s.recreate()
 		s.repaired = shadowDir // for repair to report
@@ -307,7 +336,7 @@ func (s *shadow) start(seq int64) error {
 
 // writeCurrent replaces current atomically (a temporary file and a rename).
 func (s *shadow) writeCurrent(seq int64) error {
-	fd, err := openat(s.dir, s.curTmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	fd, err := createFile(s.dir, s.curTmp, true, 0o644)
 	if err != nil {
 		return fmt.Errorf("create %s/%s: %w", shadowDir, currentTmp, os.NewSyscallError("openat", err))
 	}

@@ -80,7 +80,7 @@ func (d *daemon) publish() {
 	if bytes.Equal(b, d.status[0]) {
 		return
 	}
-	fd, err := openat(d.sh.dir, d.statusName, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW, 0o644)
+	fd, err := createFile(d.sh.dir, d.statusName, false, 0o644)
 	if err != nil {
 		return // the status is informative: the next second tries again
 	}
