@@ -123,6 +123,9 @@ type procConn struct {
 	bufs  [recvBatch][recvSize]byte
 	watch uint32 // a pid whose exit drain looks for (startup check)
 	seen  bool   // watch exited
+
+	recent [8]uint32 // the pids of the last exit events (groupEnded)
+	exits  uint64    // exit events so far, an index into recent
 }
 
 // openProcConnector subscribes to exit events. Unavailable in a new network
@@ -200,12 +203,39 @@ func (c *procConn) drain() (events int, overrun bool, err error) {
 			if ok {
 				events++
 				c.seen = c.seen || pid == c.watch
+				c.recent[c.exits%uint64(len(c.recent))] = pid
+				c.exits++
 			}
 		}
 		if int(n) < recvBatch {
 			return events, overrun, nil
 		}
 	}
+}
+
+// groupEnded reports whether one of the last n exit events (at most
+// len(recent)) ended its thread group. The event of a group's leader comes
+// when the leader thread exits, also while other threads of its group live
+// on (any user can make such exits by the thousand), and only a group's end
+// brings a record. A group has ended when its pid is gone (reaped) or its
+// pidfd is readable (a zombie with no thread left). A pid reused since
+// looks like a live group; an error (pidfd_open is Linux 5.3) like an end,
+// as the events alone would.
+func (c *procConn) groupEnded(n uint64) bool {
+	for i := uint64(0); i < min(n, c.exits, uint64(len(c.recent))); i++ {
+		fd, err := unix.PidfdOpen(int(c.recent[(c.exits-1-i)%uint64(len(c.recent))]), 0)
+		if err != nil {
+			return true
+		}
+		fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		var now unix.Timespec
+		ready, _ := unix.Ppoll(fds[:], &now, nil)
+		unix.Close(fd)
+		if ready > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // errNoEvents reports a subscription the kernel accepted but serves nothing

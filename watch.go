@@ -30,6 +30,7 @@ type acctWatch struct {
 	since     time.Time // when the first of them arrived
 	grace     time.Time // no verdict on missing records before this
 	lostAt    time.Time // when accounting was lost, or the last reclaim was tried
+	leaders   uint64    // exit events of leaders whose threads lived on, discounted
 }
 
 // exits counts exit events that came without a record (so far).
@@ -56,21 +57,30 @@ const (
 	acctSuspend // starved and the file system is below the resume level
 	acctLose    // starved with room to spare: another program took accounting
 	acctReclaim // lost for --reclaim: take it back
+	acctLeaders // starved, but no exit without a record ended a thread group
 )
+
+// starved: at least 3 exits in lostAfter without a record.
+func (w *acctWatch) starved(now time.Time) bool {
+	return w.unmatched >= 3 && now.Sub(w.since) >= lostAfter && !now.Before(w.grace)
+}
 
 // acctDecide is the accounting state machine: from what the watch remembers,
 // the time, whether the top directory's file system is below the kernel's
-// resume level, and --reclaim (0 = never). Starved is at least 3 exits in
-// lostAfter without a record. A suspended accounting is never reclaimed: the
-// kernel resumes by itself.
-func acctDecide(w acctWatch, now time.Time, below bool, reclaim time.Duration) int {
-	starved := w.unmatched >= 3 && now.Sub(w.since) >= lostAfter && !now.Before(w.grace)
+// resume level, whether one of the recent exits without a record ended its
+// thread group (ended; leaders' exits while their threads live on bring no
+// record, and prove nothing), and --reclaim (0 = never). A suspended
+// accounting is never reclaimed: the kernel resumes by itself.
+func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Duration) int {
+	starved := w.starved(now)
 	switch {
 	case w.state == acctSuspended:
 		if !below {
 			return acctResume
 		}
 	case !starved:
+	case !ended:
+		return acctLeaders
 	case below:
 		return acctSuspend
 	case w.state == acctOn:
@@ -85,7 +95,17 @@ func acctDecide(w acctWatch, now time.Time, below bool, reclaim time.Duration) i
 func (d *daemon) watchAccounting() {
 	below, _ := freeBelow(d.top, d.limits.resume)
 	w := &d.acct
-	switch acctDecide(*w, d.now, below, d.opts.reclaim) {
+	ended := true
+	if w.starved(d.now) && d.nl != nil {
+		ended = d.nl.groupEnded(w.unmatched)
+	}
+	switch acctDecide(*w, d.now, below, ended, d.opts.reclaim) {
+	case acctLeaders:
+		if w.leaders == 0 {
+			d.log.infof("%d exit events without a record, all of thread-group leaders whose threads live on: no sign that accounting is lost", w.unmatched)
+		}
+		w.leaders += w.unmatched
+		w.unmatched = 0
 	case acctResume:
 		// The kernel looks at the space of a newly switched file at its
 		// first record (kernel/acct.c, acct_on): switching files makes it

@@ -15,23 +15,29 @@ func TestAcctDecide(t *testing.T) {
 		below   bool
 		reclaim time.Duration
 		want    int
+		leaders bool // no recent exit without a record ended its thread group
 	}{
-		{"records arrive", acctWatch{}, false, time.Hour, acctKeep},
-		{"2 exits without a record", with(starved, func(w *acctWatch) { w.unmatched = 2 }), false, time.Hour, acctKeep},
-		{"3 exits, but within lostAfter", with(starved, func(w *acctWatch) { w.since = now.Add(-time.Second) }), false, time.Hour, acctKeep},
-		{"starved in the grace after a resume", with(starved, func(w *acctWatch) { w.grace = now.Add(time.Second) }), false, time.Hour, acctKeep},
-		{"starved with room: lost", starved, false, time.Hour, acctLose},
-		{"starved, file system low: suspended", starved, true, time.Hour, acctSuspend},
-		{"lost, low later: suspended", with(starved, func(w *acctWatch) { w.state = acctLost }), true, time.Hour, acctSuspend},
-		{"suspended, still low", with(starved, func(w *acctWatch) { w.state = acctSuspended }), true, time.Hour, acctKeep},
-		{"suspended, room again: resume", with(starved, func(w *acctWatch) { w.state = acctSuspended }), false, time.Hour, acctResume},
-		{"suspended is never reclaimed", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctSuspended, now.Add(-2*time.Hour) }), true, time.Hour, acctKeep},
-		{"lost, before --reclaim", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Minute) }), false, time.Hour, acctKeep},
-		{"lost for --reclaim: reclaim", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Hour) }), false, time.Hour, acctReclaim},
-		{"lost, --reclaim 0: never", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-48*time.Hour) }), false, 0, acctKeep},
+		{"records arrive", acctWatch{}, false, time.Hour, acctKeep, false},
+		{"2 exits without a record", with(starved, func(w *acctWatch) { w.unmatched = 2 }), false, time.Hour, acctKeep, false},
+		{"3 exits, but within lostAfter", with(starved, func(w *acctWatch) { w.since = now.Add(-time.Second) }), false, time.Hour, acctKeep, false},
+		{"starved in the grace after a resume", with(starved, func(w *acctWatch) { w.grace = now.Add(time.Second) }), false, time.Hour, acctKeep, false},
+		{"starved with room: lost", starved, false, time.Hour, acctLose, false},
+		{"starved, file system low: suspended", starved, true, time.Hour, acctSuspend, false},
+		{"lost, low later: suspended", with(starved, func(w *acctWatch) { w.state = acctLost }), true, time.Hour, acctSuspend, false},
+		{"suspended, still low", with(starved, func(w *acctWatch) { w.state = acctSuspended }), true, time.Hour, acctKeep, false},
+		{"suspended, room again: resume", with(starved, func(w *acctWatch) { w.state = acctSuspended }), false, time.Hour, acctResume, false},
+		{"suspended is never reclaimed", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctSuspended, now.Add(-2*time.Hour) }), true, time.Hour, acctKeep, false},
+		{"lost, before --reclaim", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Minute) }), false, time.Hour, acctKeep, false},
+		{"lost for --reclaim: reclaim", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Hour) }), false, time.Hour, acctReclaim, false},
+		{"lost, --reclaim 0: never", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-48*time.Hour) }), false, 0, acctKeep, false},
+		{"starved by leaders' exits: not lost", starved, false, time.Hour, acctLeaders, true},
+		{"starved by leaders' exits, low: not suspended", starved, true, time.Hour, acctLeaders, true},
+		{"lost, then leaders' exits: not reclaimed", with(starved, func(w *acctWatch) { w.state, w.lostAt = acctLost, now.Add(-time.Hour) }), false, time.Hour, acctLeaders, true},
+		{"suspended, room again, leaders' exits: resume", with(starved, func(w *acctWatch) { w.state = acctSuspended }), false, time.Hour, acctResume, true},
+		{"2 leaders' exits: nothing to check", with(starved, func(w *acctWatch) { w.unmatched = 2 }), false, time.Hour, acctKeep, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := acctDecide(tt.w, now, tt.below, tt.reclaim); got != tt.want {
+			if got := acctDecide(tt.w, now, tt.below, !tt.leaders, tt.reclaim); got != tt.want {
 				t.Errorf("got %d, want %d", got, tt.want)
 			}
 		})
