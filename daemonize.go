@@ -144,21 +144,27 @@ func writePidfile(path string) error {
 }
 
 // removePidfile removes path if it is still a regular file holding this
-// process's PID; it opens nothing that could block.
+// process's PID; it opens nothing that could block. Where the sandbox lets
+// it not be removed (Landlock grants no right on its directory unless it is
+// beneath the top directory) it is emptied, which init scripts and
+// start-stop-daemon read as "not running".
 func removePidfile(path string) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
+	defer unix.Close(fd)
 	var st unix.Stat_t
 	b := make([]byte, 32)
 	n, err := 0, unix.Fstat(fd, &st)
 	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		n, err = unix.Read(fd, b)
 	}
-	unix.Close(fd)
-	if err == nil && string(b[:max(n, 0)]) == strconv.Itoa(os.Getpid())+"\n" {
-		os.Remove(path)
+	if err != nil || string(b[:max(n, 0)]) != strconv.Itoa(os.Getpid())+"\n" {
+		return
+	}
+	if unix.Unlink(path) != nil {
+		unix.Ftruncate(fd, 0)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -369,6 +370,61 @@ func TestFaultAccountingTaken(t *testing.T) {
 	})
 }
 
+// leadersEnv makes the re-executed test binary start n processes
+// ("n:duration") whose main thread exits at once while another thread lives
+// on for the duration, and exit: each brings an exit event of its leader
+// and, until its group ends, no record.
+const (
+	leadersEnv = "ATOPACCTD_TEST_LEADERS"
+	leaderEnv  = "ATOPACCTD_TEST_LEADER"
+)
+
+func init() {
+	if spec := os.Getenv(leadersEnv); spec != "" {
+		n, _ := strconv.Atoi(strings.Split(spec, ":")[0])
+		for range n {
+			p, err := os.StartProcess("/proc/self/exe", []string{"leader"}, &os.ProcAttr{Env: []string{leaderEnv + "=" + strings.Split(spec, ":")[1]}})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			p.Release()
+		}
+		os.Exit(0)
+	}
+	if spec := os.Getenv(leaderEnv); spec != "" {
+		d, _ := time.ParseDuration(spec)
+		go func() { time.Sleep(d); os.Exit(0) }()
+		// init runs on the main thread: exit(2) ends it alone (Syscall, not
+		// RawSyscall, so that the runtime hands its P on).
+		syscall.Syscall(syscall.SYS_EXIT, 0, 0, 0)
+	}
+}
+
+// TestFaultLeaderExits: any user's processes whose main thread exits while
+// another thread lives on (here 200 of them, by uid 65534) bring exit
+// events and no record for a while; that is no sign that another program
+// took accounting. The daemon says so once and copies on; their records
+// come when their groups end.
+func TestFaultLeaderExits(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	_, log := startForeground(t, bin, top, "--pidfile", "", "--reclaim", "5s")
+	c := attached(t, top)
+	follow(t, c, storm(t, 20))
+	asNobody(t, leadersEnv+"=200:8s")
+	time.Sleep(lostAfter + 3*time.Second) // no exit of ours meanwhile
+	if strings.Contains(log.String(), "another program has taken") || !strings.Contains(log.String(), "thread-group leaders") {
+		t.Errorf("after 200 leaders' exits:\n%s", log)
+	}
+	s := storm(t, 100)
+	follow(t, c, s)
+	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: on") {
+		t.Errorf("status:\n%s", st)
+	}
+	figure(t, "200 leaders' exits by uid 65534 (threads living 8 s): accounting not taken for lost (one line says why), 0 of %d records lost after", len(s.pids))
+}
+
 // 4. The kernel suspended accounting (free space below its low-water mark):
 // reported as suspended, not lost, never reclaimed; once there is room the
 // daemon switches files, which the kernel checks at their first record, so
@@ -605,7 +661,6 @@ func TestFaultFilesRemoved(t *testing.T) {
 			seq, _, _ := parseCurrent(cur)
 			os.Remove(filepath.Join(dir, pafName(seq)))
 		}},
-		{"pacct_shadow.d", "pacct_shadow.d was removed", func() { os.RemoveAll(dir) }},
 		{"source files", "a source file was removed", func() {
 			os.Remove(filepath.Join(top, sourceName))
 			os.Remove(filepath.Join(top, sourceNext))
@@ -630,6 +685,46 @@ func TestFaultFilesRemoved(t *testing.T) {
 			figures = append(figures, fmt.Sprintf("%s: logged and repaired within %s, 0 of %d lost after", tt.name, back.Round(100*time.Millisecond), len(s.pids)))
 		})
 	}
+	// The shadow directory: Landlock lets the daemon make no new one. It
+	// stops (exit 5, one line) and switches accounting off.
+	var sources []*os.File // by the daemon's descriptors: their names were removed above
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	for _, e := range fds {
+		name := fmt.Sprintf("/proc/%d/fd/%s", cmd.Process.Pid, e.Name())
+		if link, _ := os.Readlink(name); strings.Contains(link, sourceName) {
+			if f, err := os.Open(name); err == nil {
+				defer f.Close()
+				sources = append(sources, f)
+			}
+		}
+	}
+	total := func() (n int64) {
+		for _, f := range sources {
+			end, _ := f.Seek(0, io.SeekEnd)
+			n += end
+		}
+		return n
+	}
+	if len(sources) != 2 {
+		t.Fatalf("%d source files open in the daemon, want 2", len(sources))
+	}
+	os.RemoveAll(dir)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the daemon goes on without its shadow directory")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitFiles || !strings.Contains(log.String(), "pacct_shadow.d was removed; the sandbox lets no new one be made") {
+		t.Errorf("exit %d, want 5 and a line saying why:\n%s", code, log)
+	}
+	before := total()
+	storm(t, 20)
+	if after := total(); after != before {
+		t.Errorf("accounting still on after the stop: the source grew from %d to %d bytes", before, after)
+	}
+	figures = append(figures, "pacct_shadow.d: exit 5 with one line, accounting off")
 	if t.Failed() {
 		t.Logf("daemon log:\n%s", log)
 	}

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,6 +39,9 @@ func TestMain(m *testing.M) {
 	}
 	if spec := os.Getenv(semopEnv); spec != "" {
 		semopMain(spec)
+	}
+	if spec := os.Getenv(semgetEnv); spec != "" {
+		semgetMain(spec)
 	}
 	if spec := os.Getenv(probeSandboxEnv); spec != "" {
 		probeSandbox(spec)
@@ -568,8 +572,10 @@ func TestIntegrationShutdown(t *testing.T) {
 			if names, _ := readNames(mustOpen(t, top)); len(names) != 0 {
 				t.Errorf("top directory holds %v after shutdown", names)
 			}
-			if _, err := os.Stat(pidfile); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("PID file after shutdown: %v", err)
+			// Outside the top directory the sandbox lets the daemon empty
+			// the PID file, not remove it.
+			if b, err := os.ReadFile(pidfile); !errors.Is(err, os.ErrNotExist) && len(b) != 0 {
+				t.Errorf("PID file after shutdown: %q, %v; want it removed or empty", b, err)
 			}
 			if _, err := semget(publicKey, 2, 0); !errors.Is(err, unix.ENOENT) {
 				t.Errorf("public semaphore set after shutdown: %v, want ENOENT", err)
@@ -1210,6 +1216,87 @@ func semopMain(spec string) {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// semgetEnv makes the re-executed test binary create the public key with
+// "nsems:mode" (octal), as any local user can, and exit.
+const semgetEnv = "ATOPACCTD_TEST_SEMGET"
+
+func semgetMain(spec string) {
+	var nsems, mode int
+	fmt.Sscanf(spec, "%d:%o", &nsems, &mode)
+	if _, err := semget(publicKey, nsems, unix.IPC_CREAT|unix.IPC_EXCL|mode); err != nil {
+		fmt.Fprintln(os.Stderr, "semget:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// removePublicSet removes the public set, as ipcrm does.
+func removePublicSet(t *testing.T) {
+	if id, err := semget(publicKey, 0, 0); err == nil {
+		if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// publicSet describes the public set for messages: owner, size, values.
+func publicSet() string {
+	id, err := semget(publicKey, 0, 0)
+	if err != nil {
+		return err.Error()
+	}
+	set, err := readIPCSet(id)
+	if err != nil {
+		return err.Error()
+	}
+	var v [2]uint16
+	if set.nsems == 2 {
+		semctl(id, 0, getAll, unsafe.Pointer(&v[0]))
+	}
+	return fmt.Sprintf("uid %d, %d semaphores, values %v", set.uid, set.nsems, v)
+}
+
+// TestIntegrationPublicKeyTaken: a local user creates the public key first
+// (uid 65534, one semaphore, mode 0600), before a start or after an ipcrm
+// at run time. At start the daemon removes that set, says whose it was and
+// starts. At run time it cannot remove it (the sandbox): it says so, copies
+// on, and makes its own set once the key is free again. The set it made
+// after start, which the sandbox lets it not remove at stop, it leaves
+// locked, and the next start replaces it.
+func TestIntegrationPublicKeyTaken(t *testing.T) {
+	bin := integration(t)
+	t.Cleanup(func() { removePublicSet(t) })
+	top := newTop(t)
+	removePublicSet(t)
+	asNobody(t, semgetEnv+"=1:600")
+	cmd, log := startForeground(t, bin, top, "--pidfile", "", "--records", "30")
+	if !strings.Contains(log.String(), "of uid 65534") || publicSet() != "uid 0, 2 semaphores, values [100 1]" {
+		t.Errorf("at start: public set %s; log:\n%s", publicSet(), log)
+	}
+	c := attached(t, top)
+	follow(t, c, storm(t, 50))
+
+	removePublicSet(t)
+	asNobody(t, semgetEnv+"=1:600")
+	follow(t, c, storm(t, 50))
+	waitFor(t, 5*time.Second, "a line about the foreign set", func() bool { return strings.Contains(log.String(), "made by another process") })
+	removePublicSet(t)
+	waitFor(t, 5*time.Second, "a public set of the daemon's", func() bool { return publicSet() == "uid 0, 2 semaphores, values [100 1]" })
+	if !strings.Contains(log.String(), "made anew") {
+		t.Errorf("no line about the new set:\n%s", log)
+	}
+	c.detach()
+	cmd.Process.Signal(unix.SIGTERM)
+	cmd.Wait()
+	if got := publicSet(); got != "uid 0, 2 semaphores, values [100 0]" {
+		t.Errorf("after the stop: public set %s, want it locked", got)
+	}
+	_, log = startForeground(t, bin, top, "--pidfile", "", "--records", "30")
+	if !strings.Contains(log.String(), "locked with no client registered") || publicSet() != "uid 0, 2 semaphores, values [100 1]" {
+		t.Errorf("the next start: public set %s; log:\n%s", publicSet(), log)
+	}
 }
 
 // asNobody re-executes the test binary as uid and gid 65534 with env set,

@@ -28,11 +28,12 @@ const (
 // logger writes short lines to stderr, or to syslog without ever blocking:
 // a line that syslog cannot take at once is dropped, and counted.
 type logger struct {
-	stderr  io.Writer // nil when daemonized
-	journal bool      // stderr is the journal's stream
-	fd      int       // syslog socket, -1 when not connected
-	pid     int
-	dropped uint64 // lines syslog did not take
+	stderr    io.Writer // nil when daemonized
+	journal   bool      // stderr is the journal's stream
+	fd        int       // syslog socket, -1 until made
+	connected bool
+	pid       int
+	dropped   uint64 // lines syslog did not take
 }
 
 func newLogger(stderr io.Writer) *logger {
@@ -68,7 +69,7 @@ func (l *logger) printf(pri int, format string, args ...any) {
 	}
 	line := fmt.Sprintf("<%d>%s atopacctd[%d]: %s", logDaemon|pri, time.Now().Format(time.Stamp), l.pid, msg)
 	for try := 0; try < 2; try++ {
-		if l.fd < 0 && !l.connect() {
+		if !l.connected && !l.connect() {
 			break
 		}
 		_, err := unix.Write(l.fd, []byte(line))
@@ -78,21 +79,22 @@ func (l *logger) printf(pri int, format string, args ...any) {
 		if err == unix.EAGAIN {
 			break // syslog is behind: drop the line rather than wait
 		}
-		unix.Close(l.fd) // syslog restarted (ECONNREFUSED): reconnect once
-		l.fd = -1
+		l.connected = false // syslog restarted (ECONNREFUSED): connect again, once
 	}
 	l.dropped++
 }
 
+// connect connects the syslog socket, made on the first call: the sandbox
+// lets no socket be made later, but a datagram socket may be connected
+// again, to the socket a restarted syslog made.
 func (l *logger) connect() bool {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return false
+	if l.fd < 0 {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return false
+		}
+		l.fd = fd
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: syslogPath}); err != nil {
-		unix.Close(fd)
-		return false
-	}
-	l.fd = fd
-	return true
+	l.connected = unix.Connect(l.fd, &unix.SockaddrUnix{Name: syslogPath}) == nil
+	return l.connected
 }

@@ -528,12 +528,15 @@ func presence(clients int, lockFree, empty bool) int {
 // reset the shadow files to their client-less state, holding the lock as
 // briefly as that takes: the other files are removed after it.
 func (d *daemon) clientsPresent() (bool, error) {
+	if d.sem.public < 0 {
+		return true, nil // another process's set holds the key: copy on (reclaimPublic)
+	}
 	clients, lockFree, err := d.sem.values()
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
 		// Someone removed the public set (ipcrm): clients can no longer
 		// find the daemon. Create it anew; until one registers, none exist.
 		d.log.warnf("public semaphore set %d removed: creating it anew", publicKey)
-		return false, d.sem.createPublic()
+		return !d.reclaimPublic(), nil
 	}
 	if err != nil {
 		return false, err
@@ -572,6 +575,24 @@ func (d *daemon) clientsPresent() (bool, error) {
 	return clients > 0, err
 }
 
+// reclaimPublic makes the public set anew (semaphores.recreate) and says
+// whether it did. While another process's set holds the key, clients that
+// register there are not this daemon's to count: it copies on, collects
+// without the lock, and tries again every second (periodic).
+func (d *daemon) reclaimPublic() bool {
+	found, err := d.sem.recreate()
+	switch {
+	case err != nil:
+		d.log.warnf("%v: trying again in %s", err, tick)
+	case !found && !d.sem.foreign:
+		d.log.warnf("public semaphore set %d: made by another process before this daemon could make it anew (only root can remove it: ipcrm -S %d); copying on, trying again every %s", publicKey, publicKey, tick)
+	case found && d.sem.foreign:
+		d.log.noticef("public semaphore set %d made anew", publicKey)
+	}
+	d.sem.foreign = !found
+	return found && err == nil
+}
+
 // periodic runs the once-a-second duties and the garbage collection.
 func (d *daemon) periodic() error {
 	if !d.now.Before(d.nextTick) {
@@ -585,6 +606,9 @@ func (d *daemon) periodic() error {
 			return fail(exitFiles, err)
 		}
 		d.watchAccounting()
+		if d.sem.public < 0 {
+			d.reclaimPublic()
+		}
 		d.publish()
 	}
 	if !d.now.Before(d.nextGC) {
@@ -603,6 +627,8 @@ func (d *daemon) periodic() error {
 func (d *daemon) collect() {
 	locked, err := d.sem.tryLock()
 	switch {
+	case d.sem.public < 0: // no set of its own: as with a kept lock
+		locked = false
 	case err != nil:
 		d.nextGC = d.now.Add(tick)
 		return

@@ -130,6 +130,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	closeInherited(keep)
 	if !o.foreground {
 		log = newLogger(nil) // syslog
+		log.connect()        // the socket is made before the sandbox
 	}
 	runtime.GOMAXPROCS(1) // one goroutine works: fewer threads and handoffs
 	d := newDaemon(o, top, log, ready)
@@ -275,6 +276,7 @@ func strictMode(st *unix.Stat_t, above bool) string {
 	}
 	return ""
 }
+
 // daemon owns every descriptor, buffer and counter of the running daemon,
 // grouped by what owns them.
 type daemon struct {
@@ -450,7 +452,14 @@ func (d *daemon) confine() error {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
 		return nil
 	}
-	note, err := sandbox(sandboxConfig{top: d.top, sources: d.src.fds[:], pidfile: d.opts.pidfile})
+	c := sandboxConfig{top: d.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public}
+	if d.pidWritten {
+		c.pidfile = d.opts.pidfile
+	}
+	if d.nl != nil {
+		c.netlink = d.nl.fd
+	}
+	note, err := sandbox(c)
 	if err != nil {
 		return fail(exitSandbox, fmt.Errorf("sandbox: %w", err))
 	}
@@ -527,7 +536,9 @@ func (d *daemon) cleanup() {
 		if err := d.sh.removeAll(); err != nil {
 			d.log.warnf("%v", err)
 		}
-		d.sem.removePublic()
+		if err := d.sem.removePublic(); err != nil {
+			d.log.warnf("%v", err)
+		}
 	}
 	if replaced {
 		d.src.close()

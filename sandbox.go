@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -33,10 +32,25 @@ const maxOpenFiles = 64 // RLIMIT_NOFILE: the daemon holds about 15 descriptors
 
 // sandboxConfig names what the sandboxed daemon may still touch.
 type sandboxConfig struct {
-	top     int    // the top directory: everything the daemon writes
+	top     int    // the top directory: the source files' names and the shadow directory's
+	shadow  int    // the shadow directory: everything the daemon writes but the source files
 	sources []int  // the source files, which acct(2) opens
 	pidfile string // "" when there is none
+
+	// The only arguments the filter lets through (-1: none).
+	syslog  int // connect: the syslog socket, re-connected after syslog restarts
+	netlink int // sendto: the proc connector socket, leaving its group at stop
+	public  int // semctl IPC_RMID: the public semaphore set, removed at stop
 }
+
+// Placeholders in the filter's argument conditions (assembled ahead of
+// time), replaced at load by the values in sandboxConfig. None is a valid
+// descriptor under RLIMIT_NOFILE, and one left in place matches nothing.
+const (
+	seccompSyslog  = 0x5ec0f001
+	seccompNetlink = 0x5ec0f002
+	seccompPublic  = 0x5ec0f003
+)
 
 // prepareSandbox makes the Go runtime ask for nothing new once the filter is
 // loaded: GOMAXPROCS already pinned at start-up (no cgroup re-reads), the
@@ -111,7 +125,7 @@ func sandbox(c sandboxConfig) (note string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("landlock: %w", err)
 	}
-	logOnly, err := loadSeccomp()
+	logOnly, err := loadSeccomp(map[uint32]int{seccompSyslog: c.syslog, seccompNetlink: c.netlink, seccompPublic: c.public})
 	if err != nil {
 		return "", err
 	}
@@ -186,11 +200,17 @@ const (
 	llFSv5 = llFSv3 | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
 	llNet  = unix.LANDLOCK_ACCESS_NET_BIND_TCP | unix.LANDLOCK_ACCESS_NET_CONNECT_TCP // ABI 4
 
-	// What the daemon does beneath its top directory: source and shadow
-	// files, current, status, the shadow directory itself.
-	llTop = unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR |
-		unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_DIR |
-		unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	// What the daemon does to names in its top directory: exchanging the
+	// source files' names at each rotation (a rename: make and remove),
+	// removing them and the shadow directory at stop. Beneath the top
+	// directory it can read, write or list nothing but its own files.
+	llTop = unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR
+	// What it does in the shadow directory: shadow files, current, status.
+	llShadow = unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	// What it does to the PID file at stop: read it, and empty it where no
+	// rule lets it be removed.
+	llPidfile = unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_TRUNCATE
 	// What acct(2) needs on each source file, which it opens through a
 	// private clone of the mount: the walk up from there never meets the
 	// rule on the top directory.
@@ -204,9 +224,9 @@ type llRule struct {
 	access uint64
 }
 
-// landlock restricts every thread to the top directory, plus reading and
-// removing the PID file. Abstract unix sockets stay unscoped: $NOTIFY_SOCKET
-// may be one.
+// landlock restricts every thread to its own files: the names in the top
+// directory (llTop), the shadow directory, the source files and the PID
+// file. Abstract unix sockets stay unscoped: $NOTIFY_SOCKET may be one.
 func landlock(c sandboxConfig) (string, error) {
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	// ENOSYS: built without Landlock; EOPNOTSUPP: not enabled at boot;
@@ -241,20 +261,18 @@ func landlock(c sandboxConfig) (string, error) {
 		return "", os.NewSyscallError("landlock_create_ruleset", errno)
 	}
 	defer unix.Close(int(fd))
-	rules := []llRule{{fd: c.top, access: llTop}}
+	rules := []llRule{{fd: c.top, access: llTop}, {fd: c.shadow, access: llShadow}}
 	for _, fd := range c.sources {
 		rules = append(rules, llRule{fd: fd, access: llSource})
 	}
 	if c.pidfile != "" {
-		rules = append(rules,
-			llRule{path: filepath.Dir(c.pidfile), access: unix.LANDLOCK_ACCESS_FS_REMOVE_FILE},
-			llRule{path: c.pidfile, access: unix.LANDLOCK_ACCESS_FS_READ_FILE})
+		rules = append(rules, llRule{path: c.pidfile, access: llPidfile})
 	}
 	for _, r := range rules {
 		dirfd := r.fd
 		if r.path != "" {
 			var err error
-			if dirfd, err = unix.Open(r.path, unix.O_PATH|unix.O_CLOEXEC, 0); err != nil {
+			if dirfd, err = unix.Open(r.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 				return "", fmt.Errorf("open %s: %w", r.path, err)
 			}
 			defer unix.Close(dirfd)
@@ -286,12 +304,13 @@ var allowed = []string{
 	// x/sys's Fstat on arm64 and riscv64 is newfstatat(fd, "", AT_EMPTY_PATH),
 	// which go-seccomp-bpf's arm64 table names fstatat.
 	"fstatat",
-	// Semaphores: the client count, the public lock, re-creating a removed set.
-	"semctl", "semtimedop", "semtimedop_time64", "semget",
+	// Semaphores: the client count, the public lock, re-creating a removed
+	// set (semctl: by argument, in seccompPolicy).
+	"semtimedop", "semtimedop_time64", "semget",
 	// Source rotation and shutdown.
 	"acct",
-	// syslog reconnects (AF_UNIX only, below), sd_notify, leaving the netlink group.
-	"connect", "sendto",
+	// The accounting watch: whether exits without a record ended their group.
+	"pidfd_open",
 	// The same calls under their 32-bit names (386, arm): 64-bit offsets and
 	// sizes, 64-bit time, the thread pointer of a new 386 thread.
 	"futex_time64", "mmap2", "set_thread_area", "clock_gettime64", "clock_nanosleep_time64", "ppoll_time64", "recvmmsg_time64",
@@ -317,11 +336,18 @@ var killed = []string{
 // log-mode soak on that architecture (seccompVerified, written by make
 // seccomp), a call it lacks is logged instead of refused: refusing a call
 // the runtime needs would crash the daemon later, with accounting on.
-func loadSeccomp() (logOnly bool, err error) {
+// args replaces the placeholders of argument conditions (values below 0
+// leave them).
+func loadSeccomp(args map[uint32]int) (logOnly bool, err error) {
 	if len(seccompFilter) == 0 {
 		return false, fmt.Errorf("seccomp: no filter for %s (make seccomp on that architecture, or --no-sandbox)", runtime.GOARCH)
 	}
 	prog := slices.Clone(seccompFilter)
+	for i, ins := range prog {
+		if v, ok := args[ins.K]; ok && ins.Code == bpfJeq && v >= 0 {
+			prog[i].K = uint32(v)
+		}
+	}
 	logOnly = !seccompVerified && seccompDefault != "log"
 	if seccompDefault == "log" || logOnly {
 		for i, ins := range prog {
@@ -344,5 +370,6 @@ func loadSeccomp() (logOnly bool, err error) {
 
 const (
 	bpfRet          = unix.BPF_RET | unix.BPF_K
+	bpfJeq          = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 	seccompRetEPERM = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM) // the default action
 )

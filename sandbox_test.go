@@ -49,13 +49,22 @@ func seccompPolicy(goarch string, names map[string]int) *seccomp.Policy {
 	conditional := []seccomp.NameWithConditions{
 		// New runtime threads only, never new processes.
 		{Name: "clone", Conditions: seccomp.ArgumentConditions{{Argument: cloneFlags, Operation: seccomp.BitsSet, Value: unix.CLONE_THREAD}}},
-		// syslog's /dev/log only.
-		equal("socket", 0, unix.AF_UNIX),
-		// Where Go reaches sockets through socketcall(2) (386, s390x), only
-		// the three calls above. The domain is in memory, out of the
-		// filter's reach: there socket(AF_INET) is not refused, only TCP
-		// bind and connect (Landlock ABI >= 4).
-		equal("socketcall", 0, 1),  // SYS_SOCKET
+		// No socket is made once sandboxed; the two the daemon made before
+		// are the only ones it connects or sends to (placeholders, patched
+		// at load: loadSeccomp).
+		equal("connect", 0, seccompSyslog),
+		equal("sendto", 0, seccompNetlink),
+		// semctl: reading any set (GETPID, GETVAL, GETALL, GETNCNT,
+		// GETZCNT: --restart and the loop read the private set too), and
+		// removing the public set of the start, nothing else.
+		equal("semctl", 2, getPID), equal("semctl", 2, getVal), equal("semctl", 2, getAll),
+		equal("semctl", 2, getNcnt), equal("semctl", 2, getZcnt),
+		{Name: "semctl", Conditions: seccomp.ArgumentConditions{
+			{Argument: 0, Operation: seccomp.Equal, Value: seccompPublic},
+			{Argument: 2, Operation: seccomp.Equal, Value: unix.IPC_RMID}}},
+		// Where Go reaches sockets through socketcall(2) (386, s390x), the
+		// call's arguments are in memory, out of the filter's reach: connect
+		// and sendto are allowed on any socket there, socket itself never.
 		equal("socketcall", 0, 3),  // SYS_CONNECT
 		equal("socketcall", 0, 11), // SYS_SENDTO
 	}
@@ -195,12 +204,12 @@ func TestSeccompFilter(t *testing.T) {
 			t.Errorf("%s missing from the allow-list", name)
 		}
 	}
-	for _, name := range []string{"execve", "ptrace", "setuid", "capset", "socket", "clone"} {
+	for _, name := range []string{"execve", "ptrace", "setuid", "capset", "socket", "clone", "connect", "sendto", "semctl"} {
 		if slices.Contains(p.Syscalls[0].Names, name) {
 			t.Errorf("%s allowed without condition", name)
 		}
 	}
-	t.Logf("seccomp filter: %d allowed calls (+ clone, socket with conditions), %d killed, %d BPF instructions",
+	t.Logf("seccomp filter: %d allowed calls (+ clone, connect, sendto, semctl with conditions), %d killed, %d BPF instructions",
 		len(p.Syscalls[0].Names), len(p.Syscalls[1].Names), len(prog))
 }
 
@@ -290,22 +299,59 @@ func writeFilter[I any](t *testing.T, goarch string, insts []I, raw []unix.SockF
 // sandbox to itself and try one thing (TestMain): "probe:topdir".
 const probeSandboxEnv = "ATOPACCTD_TEST_SANDBOX"
 
+// probeEnv is what a probe child made before its sandbox, as the daemon
+// makes it: the top directory with a source file, the shadow directory and
+// a file of someone else's; a PID file with a file beside it; a unix socket
+// (the syslog's stand-in) and two sockets (one connected as the logger's);
+// the public set and another root-owned set.
+type probeEnv struct {
+	top, syslog, other, public, foreign int
+	dir, sock                           string // the PID file's directory; the socket's path
+}
+
+// Keys of the sets a probe child makes (removed by TestIntegrationSandboxRefusals).
+const probePublicKey, probeForeignKey = 0x7e570001, 0x7e570002
+
 // probeSandbox prints "allowed" or "refused: <errno>"; calls the filter
 // kills end the process by SIGSYS instead.
 func probeSandbox(spec string) {
 	probe, top, _ := strings.Cut(spec, ":")
-	topfd, err := unix.Open(top, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err == nil {
-		var fd int
-		if fd, err = unix.Openat(topfd, sourceName, unix.O_RDWR|unix.O_CREAT, 0o600); err == nil {
-			err = unix.Dup2(fd, probeSource)
+	e := probeEnv{dir: top + ".piddir"}
+	e.sock = filepath.Join(e.dir, "log")
+	step := func(err error) {
+		if err != nil {
+			fmt.Println("setup:", err)
+			os.Exit(2)
 		}
 	}
-	if err != nil {
-		fmt.Println("setup:", err)
-		os.Exit(2)
+	var err error
+	e.top, err = unix.Open(top, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	step(err)
+	fd, err := unix.Openat(e.top, sourceName, unix.O_RDWR|unix.O_CREAT, 0o600)
+	step(err)
+	step(unix.Dup2(fd, probeSource))
+	step(os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
+	step(os.Mkdir(filepath.Join(top, shadowDir), 0o755))
+	shadow, err := unix.Open(filepath.Join(top, shadowDir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	step(err)
+	step(os.Mkdir(e.dir, 0o755))
+	step(os.WriteFile(filepath.Join(e.dir, "atopacctd.pid"), []byte("1\n"), 0o644))
+	step(os.WriteFile(filepath.Join(e.dir, "other"), nil, 0o644))
+	for _, fd := range []*int{&e.syslog, &e.other} {
+		*fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		step(err)
 	}
-	apply := func() error { _, err := sandbox(sandboxConfig{top: topfd, sources: []int{probeSource}}); return err }
+	server, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	step(err)
+	step(unix.Bind(server, &unix.SockaddrUnix{Name: e.sock}))
+	step(unix.Connect(e.syslog, &unix.SockaddrUnix{Name: e.sock}))
+	e.public, err = semget(probePublicKey, 2, unix.IPC_CREAT|0o666)
+	step(err)
+	e.foreign, err = semget(probeForeignKey, 1, unix.IPC_CREAT|0o600)
+	step(err)
+	c := sandboxConfig{top: e.top, shadow: shadow, sources: []int{probeSource}, pidfile: filepath.Join(e.dir, "atopacctd.pid"),
+		syslog: e.syslog, netlink: -1, public: e.public}
+	apply := func() error { _, err := sandbox(c); return err }
 	if probe == "secure bits locked" {
 		apply = dropCapabilities // reading them takes prctl, which the filter refuses
 	}
@@ -313,7 +359,7 @@ func probeSandbox(spec string) {
 		fmt.Println("setup: sandbox:", err)
 		os.Exit(2)
 	}
-	err = sandboxProbes[probe](topfd)
+	err = sandboxProbes[probe](e)
 	if err == nil {
 		fmt.Println("allowed")
 	} else {
@@ -322,37 +368,75 @@ func probeSandbox(spec string) {
 	os.Exit(0)
 }
 
-var sandboxProbes = map[string]func(top int) error{
-	"execve": func(int) error { return syscall.Exec("/bin/true", []string{"true"}, nil) },
-	"ptrace": func(int) error {
+var sandboxProbes = map[string]func(e probeEnv) error{
+	"execve": func(probeEnv) error { return syscall.Exec("/bin/true", []string{"true"}, nil) },
+	"ptrace": func(probeEnv) error {
 		_, _, e := syscall.RawSyscall(syscall.SYS_PTRACE, syscall.PTRACE_ATTACH, 1, 0)
 		return errnoErr(e)
 	},
-	"socket AF_INET": func(int) error {
+	"socket AF_INET": func(probeEnv) error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 		unix.Close(fd)
 		return err
 	},
-	"socket AF_UNIX": func(int) error {
+	"socket AF_UNIX": func(probeEnv) error {
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 		unix.Close(fd)
 		return err
 	},
-	"write /etc/passwd": func(int) error {
+	"connect the syslog socket again": func(e probeEnv) error {
+		return unix.Connect(e.syslog, &unix.SockaddrUnix{Name: e.sock})
+	},
+	"connect another socket": func(e probeEnv) error {
+		return unix.Connect(e.other, &unix.SockaddrUnix{Name: e.sock})
+	},
+	"remove the public set": func(e probeEnv) error {
+		_, err := semctl(e.public, 0, unix.IPC_RMID, nil)
+		return err
+	},
+	"remove another root set": func(e probeEnv) error {
+		_, err := semctl(e.foreign, 0, unix.IPC_RMID, nil)
+		return err
+	},
+	"read another root set": func(e probeEnv) error {
+		_, err := semctl(e.foreign, 0, getVal, nil)
+		return err
+	},
+	"write a file in the shadow directory": func(e probeEnv) error {
+		return os.WriteFile(fmt.Sprintf("/proc/self/fd/%d/%s/current", e.top, shadowDir), []byte("0/1\n"), 0o644)
+	},
+	"write a file beneath the top directory": func(e probeEnv) error {
+		return writeAt(e.top, "other")
+	},
+	"create a file beneath the top directory": func(e probeEnv) error {
+		return writeAt(e.top, "new")
+	},
+	"empty the PID file": func(e probeEnv) error {
+		fd, err := unix.Open(filepath.Join(e.dir, "atopacctd.pid"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Ftruncate(fd, 0)
+			unix.Close(fd)
+		}
+		return err
+	},
+	"unlink beside the PID file": func(e probeEnv) error {
+		return unix.Unlink(filepath.Join(e.dir, "other"))
+	},
+	"write /etc/passwd": func(probeEnv) error {
 		fd, err := unix.Open("/etc/passwd", unix.O_WRONLY|unix.O_APPEND, 0)
 		unix.Close(fd)
 		return err
 	},
-	"setuid": func(int) error {
+	"setuid": func(probeEnv) error {
 		_, _, e := syscall.RawSyscall(syscall.SYS_SETUID, 65534, 0, 0)
 		return errnoErr(e)
 	},
-	"raise CAP_SYS_ADMIN": func(int) error {
+	"raise CAP_SYS_ADMIN": func(probeEnv) error {
 		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 		data := [2]unix.CapUserData{{Effective: 1 << unix.CAP_SYS_ADMIN, Permitted: 1 << unix.CAP_SYS_ADMIN}}
 		return unix.Capset(&hdr, &data[0])
 	},
-	"secure bits locked": func(int) error {
+	"secure bits locked": func(probeEnv) error {
 		const want = cap.SecbitNoRoot | cap.SecbitNoRootLocked | cap.SecbitNoSetUIDFixup | cap.SecbitNoSetUIDFixupLocked |
 			cap.SecbitKeepCapsLocked | cap.SecbitNoCapAmbientRaise | cap.SecbitNoCapAmbientRaiseLocked
 		if got := cap.GetSecbits(); got != want {
@@ -360,18 +444,25 @@ var sandboxProbes = map[string]func(top int) error{
 		}
 		return nil
 	},
-	"not dumpable": func(int) error {
+	"not dumpable": func(probeEnv) error {
 		if v, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); v != 0 {
 			return fmt.Errorf("dumpable %d", v)
 		}
 		return nil
 	},
-	"acct on a source file": func(top int) error {
+	"acct on a source file": func(probeEnv) error {
 		if err := acct(cstr(fmt.Sprintf("/proc/self/fd/%d", probeSource))); err != nil {
 			return err
 		}
 		return acct(nil)
 	},
+}
+
+// writeAt opens name in dir for writing, creating it.
+func writeAt(dir int, name string) error {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	unix.Close(fd)
+	return err
 }
 
 // probeSource is the file descriptor of the source file the probe child
@@ -387,10 +478,18 @@ func errnoErr(e syscall.Errno) error {
 
 func TestIntegrationSandboxRefusals(t *testing.T) {
 	integration(t)
-	inet := "refused: operation not permitted"
+	inet, unixConnect := "refused: operation not permitted", "refused: operation not permitted"
 	if runtime.GOARCH == "386" || runtime.GOARCH == "s390x" {
-		inet = "allowed" // through socketcall(2): the domain is out of the filter's reach
+		// Through socketcall(2): the arguments are out of the filter's reach.
+		inet, unixConnect = "allowed", "allowed"
 	}
+	t.Cleanup(func() {
+		for _, key := range []int{probePublicKey, probeForeignKey} {
+			if id, err := semget(key, 0, 0); err == nil {
+				semctl(id, 0, unix.IPC_RMID, nil)
+			}
+		}
+	})
 	for _, tt := range []struct {
 		probe  string
 		killed bool   // by the seccomp filter (SIGSYS)
@@ -399,8 +498,18 @@ func TestIntegrationSandboxRefusals(t *testing.T) {
 		{"execve", true, ""},
 		{"ptrace", true, ""},
 		{"socket AF_INET", false, inet},
-		{"socket AF_UNIX", false, "allowed"},
-		{"write /etc/passwd", false, "refused: permission denied"}, // Landlock
+		{"socket AF_UNIX", false, "refused: operation not permitted"},
+		{"connect the syslog socket again", false, "allowed"},
+		{"connect another socket", false, unixConnect},
+		{"remove the public set", false, "allowed"},
+		{"remove another root set", false, "refused: operation not permitted"},
+		{"read another root set", false, "allowed"},
+		{"write a file in the shadow directory", false, "allowed"},
+		{"write a file beneath the top directory", false, "refused: permission denied"}, // Landlock
+		{"create a file beneath the top directory", false, "refused: permission denied"},
+		{"empty the PID file", false, "allowed"},
+		{"unlink beside the PID file", false, "refused: permission denied"},
+		{"write /etc/passwd", false, "refused: permission denied"},
 		{"setuid", false, "refused: operation not permitted"},
 		{"raise CAP_SYS_ADMIN", false, "refused:"},
 		{"secure bits locked", false, "allowed"},
@@ -454,12 +563,14 @@ func TestIntegrationSandboxSoak(t *testing.T) {
 			dir := filepath.Join(top, shadowDir)
 			os.Remove(filepath.Join(dir, currentName)) // repairs
 			time.Sleep(1200 * time.Millisecond)
-			os.RemoveAll(dir)
-			c.poll() // re-attaches once the directory is back
-			waitFor(t, 5*time.Second, "the shadow directory to be recreated", func() bool {
-				_, err := os.Stat(filepath.Join(dir, currentName))
-				return err == nil
-			})
+			seqOf := func() int64 {
+				b, _ := os.ReadFile(filepath.Join(dir, currentName))
+				seq, _, _ := parseCurrent(b)
+				return seq
+			}
+			seq := seqOf()
+			os.Remove(filepath.Join(dir, pafName(seq)))
+			waitFor(t, 5*time.Second, "the shadow file to be recreated", func() bool { return seqOf() > seq })
 			c.detach()
 			storm(t, 10) // client-less reset
 			time.Sleep(500 * time.Millisecond)

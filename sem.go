@@ -29,8 +29,13 @@ const (
 	getPID  = 11     // #define GETPID 11
 	getVal  = 12     // #define GETVAL 12
 	getAll  = 13     // #define GETALL 13
+	getNcnt = 14     // #define GETNCNT 14
 	getZcnt = 15     // #define GETZCNT 15
 	setAll  = 17     // #define SETALL 17
+
+	// createTries bounds how often the start removes a public set that a
+	// local user creates again at once.
+	createTries = 100
 
 	// takeOverLimit bounds how long --restart waits for the running daemon
 	// to stop.
@@ -91,6 +96,7 @@ type semaphores struct {
 	lockOps  [1]sembuf
 	tookOver bool // from a running daemon (--restart): accounting is on, and ours
 	tampered bool // a client count out of range was seen (logged once)
+	foreign  bool // another process's set holds the public key (logged once)
 }
 
 // daemonRunning reports whether a daemon holds the private set; it only reads.
@@ -135,14 +141,16 @@ func (s *semaphores) acquire(restart bool) (string, error) {
 		return "", os.NewSyscallError("semop private", err)
 	}
 	if id, err = semget(publicKey, 0, 0); err != nil { // nsems 0: whatever its size
-		return note, s.createPublic() // none
+		removed, err := s.createPublic() // none, unless one was made since
+		return note + removed, err
 	}
 	why := s.adoptPublic(id)
 	if why == "" {
 		clients, _, _ := s.values()
 		return note + fmt.Sprintf("adopted public semaphore set %d left by a previous daemon: %d clients registered", publicKey, clients), nil
 	}
-	return note + fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), s.createPublic()
+	removed, err := s.createPublic()
+	return note + removed + fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), err
 }
 
 // takeOver replaces the daemon counted in the private set id (--restart)
@@ -246,6 +254,8 @@ func publicVerdict(set ipcSet, vals func() ([2]uint16, error)) string {
 		return err.Error()
 	case v[semClients] > maxClients || v[semLock] > 1:
 		return fmt.Sprintf("values %d and %d out of range", v[semClients], v[semLock])
+	case v[semClients] == maxClients && v[semLock] == 0:
+		return "locked with no client registered" // no client attaches so: removePublic left it
 	}
 	return ""
 }
@@ -297,24 +307,53 @@ func readIPCSet(id int) (ipcSet, error) {
 	return ipcSet{}, fmt.Errorf("semaphore set %d not in /proc/sysvipc/sem", id)
 }
 
-// createPublic removes any public set and creates it with one SETALL.
-func (s *semaphores) createPublic() error {
-	if id, err := semget(publicKey, 0, 0); err == nil {
-		if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil {
-			return os.NewSyscallError("semctl IPC_RMID public", err)
-		}
-	}
+// createPublic removes any public set and creates it with one SETALL, at
+// start (as root: any set can be removed). A local user may create the key
+// again between the two: it tries up to createTries times. It returns, for
+// the log, who owned the sets it removed.
+func (s *semaphores) createPublic() (string, error) {
 	s.public = -1
+	removed := ""
+	for try := 0; try < createTries; try++ {
+		if id, err := semget(publicKey, 0, 0); err == nil {
+			if set, err := readIPCSet(id); err == nil && (set.uid != 0 || set.cuid != 0) {
+				removed += fmt.Sprintf("removed public semaphore set %d of uid %d (made by uid %d); ", publicKey, set.uid, set.cuid)
+			}
+			if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
+				return removed, os.NewSyscallError("semctl IPC_RMID public", err)
+			}
+		}
+		id, err := semget(publicKey, 2, unix.IPC_CREAT|unix.IPC_EXCL|0o666)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return removed, os.NewSyscallError("semget public", err)
+		}
+		s.public = id
+		init := [2]uint16{maxClients, 1}
+		_, err = semctl(id, 0, setAll, unsafe.Pointer(&init[0]))
+		return removed, os.NewSyscallError("semctl SETALL public", err)
+	}
+	return removed, fmt.Errorf("semget public: re-created by another process %d times in a row", createTries)
+}
+
+// recreate makes the public set anew at run time, after someone removed it
+// (ipcrm), with what the sandbox allows: semget, and a semop that brings a
+// new set's [0, 0] to [100, 1]. found is false while another process's set
+// holds the key, which only CAP_SYS_ADMIN could remove: the daemon then
+// has no public set (public is -1), and tries again later.
+func (s *semaphores) recreate() (found bool, err error) {
 	id, err := semget(publicKey, 2, unix.IPC_CREAT|unix.IPC_EXCL|0o666)
+	if errors.Is(err, unix.EEXIST) {
+		s.public = -1
+		return false, nil
+	}
 	if err != nil {
-		return os.NewSyscallError("semget public", err)
+		return false, os.NewSyscallError("semget public", err)
 	}
 	s.public = id
-	init := [2]uint16{maxClients, 1}
-	if _, err := semctl(id, 0, setAll, unsafe.Pointer(&init[0])); err != nil {
-		return os.NewSyscallError("semctl SETALL public", err)
-	}
-	return nil
+	return true, os.NewSyscallError("semop public", semop(id, []sembuf{{semClients, maxClients, 0}, {semLock, 1, 0}}))
 }
 
 // values reads both public semaphores with one semctl.
@@ -347,12 +386,25 @@ func (s *semaphores) unlock() error {
 	return nil
 }
 
-// removePublic deletes the public set so that clients stop finding a daemon.
-func (s *semaphores) removePublic() {
-	if s.public >= 0 {
-		semctl(s.public, 0, unix.IPC_RMID, nil)
-		s.public = -1
+// removePublic deletes the public set so that clients stop finding a
+// daemon. The sandbox lets only the set of the start be removed (seccomp,
+// by argument): one recreated since is locked instead, without undo, so
+// that no client registers with a daemon that is gone, and the next daemon
+// replaces it (publicVerdict). It returns the error of a set left so.
+func (s *semaphores) removePublic() error {
+	if s.public < 0 {
+		return nil
 	}
+	id := s.public
+	s.public = -1
+	if _, err := semctl(id, 0, unix.IPC_RMID, nil); err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
+		return nil
+	}
+	s.lockOps[0] = sembuf{semLock, -1, unix.IPC_NOWAIT}
+	if err := semop(id, s.lockOps[:]); err != nil {
+		return fmt.Errorf("public semaphore set %d: neither removed nor locked: %w", publicKey, os.NewSyscallError("semop", err))
+	}
+	return fmt.Errorf("public semaphore set %d recreated since start: the sandbox lets it not be removed: locked for the next daemon to replace", publicKey)
 }
 
 // publicClients reads the number of registered clients without owning the

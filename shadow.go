@@ -542,7 +542,13 @@ func unlinked(fd int) bool {
 
 // recreate makes the shadow directory anew and starts again from file 0.
 func (s *shadow) recreate() error {
-	if err := unix.Mkdirat(s.top, shadowDir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+	err := unix.Mkdirat(s.top, shadowDir, 0o755)
+	if errors.Is(err, unix.EACCES) {
+		// Landlock grants rights on the shadow directory the daemon
+		// started with, none to make one beneath the top directory.
+		return fmt.Errorf("%s was removed; the sandbox lets no new one be made: start the daemon again", shadowDir)
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
 	}
 	return s.open()
