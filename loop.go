@@ -580,17 +580,18 @@ func (d *daemon) clientsPresent() (bool, error) {
 // register there are not this daemon's to count: it copies on, collects
 // without the lock, and tries again every second (periodic).
 func (d *daemon) reclaimPublic() bool {
-	found, err := d.sem.recreate()
+	made, err := d.sem.recreate()
 	switch {
 	case err != nil:
 		d.log.warnf("%v: trying again in %s", err, tick)
-	case !found && !d.sem.foreign:
+		return false
+	case !made && !d.sem.foreign:
 		d.log.warnf("public semaphore set %d: made by another process before this daemon could make it anew (only root can remove it: ipcrm -S %d); copying on, trying again every %s", publicKey, publicKey, tick)
-	case found && d.sem.foreign:
+	case made && d.sem.foreign:
 		d.log.noticef("public semaphore set %d made anew", publicKey)
 	}
-	d.sem.foreign = !found
-	return found && err == nil
+	d.sem.foreign = !made
+	return made
 }
 
 // periodic runs the once-a-second duties and the garbage collection.

@@ -310,13 +310,13 @@ func readIPCSet(id int) (ipcSet, error) {
 // createPublic removes any public set and creates it with one SETALL, at
 // start (as root: any set can be removed). A local user may create the key
 // again between the two: it tries up to createTries times. It returns, for
-// the log, who owned the sets it removed.
+// the log, who owned the first set it removed that was not root's.
 func (s *semaphores) createPublic() (string, error) {
 	s.public = -1
 	removed := ""
 	for try := 0; try < createTries; try++ {
 		if id, err := semget(publicKey, 0, 0); err == nil {
-			if set, err := readIPCSet(id); err == nil && (set.uid != 0 || set.cuid != 0) {
+			if set, err := readIPCSet(id); err == nil && (set.uid != 0 || set.cuid != 0) && removed == "" {
 				removed += fmt.Sprintf("removed public semaphore set %d of uid %d (made by uid %d); ", publicKey, set.uid, set.cuid)
 			}
 			if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
@@ -340,10 +340,10 @@ func (s *semaphores) createPublic() (string, error) {
 
 // recreate makes the public set anew at run time, after someone removed it
 // (ipcrm), with what the sandbox allows: semget, and a semop that brings a
-// new set's [0, 0] to [100, 1]. found is false while another process's set
+// new set's [0, 0] to [100, 1]. made is false while another process's set
 // holds the key, which only CAP_SYS_ADMIN could remove: the daemon then
 // has no public set (public is -1), and tries again later.
-func (s *semaphores) recreate() (found bool, err error) {
+func (s *semaphores) recreate() (made bool, err error) {
 	id, err := semget(publicKey, 2, unix.IPC_CREAT|unix.IPC_EXCL|0o666)
 	if errors.Is(err, unix.EEXIST) {
 		s.public = -1
