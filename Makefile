@@ -1,15 +1,23 @@
 # CGO_ENABLED=0 everywhere: libcap's psx would otherwise switch to cgo silently.
 export CGO_ENABLED := 0
+# Go where its tarball installs it, when no other is on the PATH (sudo resets
+# the PATH).
+export PATH := $(PATH):/usr/local/go/bin
 
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
 
-.PHONY: all test unit lint qemu test386 vm faults soak fuzz bench seccomp install uninstall cross clean
+.PHONY: all check test unit lint qemu test386 vm faults soak fuzz bench seccomp install uninstall unitdir deb cross clean
 
 all: atopacctd
 
 atopacctd: $(wildcard *.go) go.mod go.sum
 	go build $(GOFLAGS_BUILD) -o $@ .
+
+# Every test there is, as root, installing what the tests need first (the
+# atop clients into .ci-cache): what CI runs (.ci/run). About 12 minutes.
+check:
+	bash .ci/check
 
 # Every test: unit tests (no root needed) and the TestIntegration... tests,
 # which need root and run one at a time (-p 1, no t.Parallel).
@@ -102,15 +110,30 @@ seccomp:
 PREFIX ?= /usr
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
-UNITDIR ?= /lib/systemd/system
+# The unit directory the system's systemd names (/usr/lib/systemd/system on
+# merged-/usr systems), else /lib/systemd/system.
+UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 UNIT ?= init/atopacct.service
 install: atopacctd
 	install -D -m 0700 atopacctd $(DESTDIR)$(SBINDIR)/atopacctd
 	install -D -m 0644 atopacctd.8 $(DESTDIR)$(MANDIR)/man8/atopacctd.8
 	install -D -m 0644 $(UNIT) $(DESTDIR)$(UNITDIR)/atopacct.service
 
+unitdir:
+	@echo $(UNITDIR)
+
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/atopacctd $(DESTDIR)$(MANDIR)/man8/atopacctd.8 $(DESTDIR)$(UNITDIR)/atopacct.service
+
+# A Debian package of this daemon (dpkg-deb alone: no network, no
+# debhelper) that replaces atop's atopacctd, man page and unit by diverting
+# them, and gives them back when removed: deb/ holds its control file and
+# maintainer scripts. Into dist/; DEBVERSION sets its version.
+DEBVERSION ?= 0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null || echo 0)
+deb:
+	mkdir -p dist
+	go build -trimpath -ldflags '-s -w -X main.version=$(DEBVERSION)' -o dist/atopacctd .
+	bash deb/build dist/atopacctd $(DEBVERSION) $(shell dpkg --print-architecture) $(UNITDIR)
 
 # Static binaries for every architecture we ship, into dist/.
 ARCHES ?= amd64 arm64 arm 386 riscv64 ppc64le s390x

@@ -182,7 +182,7 @@ func TestBenchRestart(t *testing.T) {
 				d = startAsShipped(t, bin, top)
 			})
 			d.stop(t, unix.SIGTERM)
-			t.Logf("%s, %s and start: atop 2.8.1 showed %d of 200, atop 2.13.0 %d of 200", bin, unix.SignalName(sig), seen["2.8.1"], seen["2.13.0"])
+			t.Logf("%s, %s and start: atop 2.8.1 showed %d of 200, atop 2.11.1 %d, atop 2.13.0 %d", bin, unix.SignalName(sig), seen["2.8.1"], seen["2.11.1"], seen["2.13.0"])
 		}
 	}
 }

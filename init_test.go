@@ -45,13 +45,13 @@ say exe "$(readlink /proc/$pid/exe)"
 for k in CapEff CapBnd NoNewPrivs Seccomp; do say $k "$(status $pid $k)"; done
 say polling "$(atopacctd -s | grep -c polling)"
 
-# The real clients, atop 2.8.1 and 2.13.0 (they differ across restarts:
-# PROTOCOL.md), both attached at once. atops NAME INTERVAL SAMPLES starts
+# The real clients, atop 2.8.1, 2.11.1 and 2.13.0 (they differ across
+# restarts: PROTOCOL.md), all attached at once. atops NAME INTERVAL SAMPLES starts
 # them one after the other, each once the one before has written its first
 # sample (an atop holds sem1 until its probe's record arrives, up to a poll
 # interval here: another one registering meanwhile is refused and runs
 # without accounting); seen KEY NAME waits for both to end and says what
-# each saw of the processes named NAME, as KEY=N1 N2.
+# each saw of the processes named NAME, as KEY=N1 N2 N3.
 atops() {
 	# Not while the daemon may take the lock to reset (after the clients
 	# before): an atop registering then would run without accounting.
@@ -60,15 +60,15 @@ atops() {
 			[ ! -s /run/pacct_shadow.d/0000000000.paf ] && break
 		sleep 0.1
 	done
-	for v in atop atop-new; do
+	for v in atop atop-mid atop-new; do
 		$v -w /tmp/$1.$v $2 $3 & eval "$(echo $v | tr - _)=\$!"
 		for i in $(seq 100); do [ -s /tmp/$1.$v ] && break; sleep 0.1; done
 	done
 	cp /bin/true /tmp/$1
 }
 seen() {
-	wait $atop $atop_new
-	say $1 "$(for v in atop atop-new; do $v -r /tmp/$2.$v -P PRG | grep -c " ($2) E "; done | tr '\n' ' ')"
+	wait $atop $atop_mid $atop_new
+	say $1 "$(for v in atop atop-mid atop-new; do $v -r /tmp/$2.$v -P PRG | grep -c " ($2) E "; done | tr '\n' ' ')"
 }
 probes() { for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/$1; done; }
 
@@ -161,8 +161,9 @@ ExecStart=/bin/true
 func TestIntegrationSystemd(t *testing.T) {
 	bin := integration(t)
 	nspawn := tool(t, "NSPAWN", "systemd-nspawn", "apt-get install systemd-container")
-	atop := tool(t, "ATOP", "atop", ".ci/run unpacks Debian's atop 2.8.1")
-	atopNew := tool(t, "ATOP_NEW", "atop-2.13.0", ".ci/run unpacks Debian sid's atop 2.13.0")
+	atop := tool(t, "ATOP", "atop", "make check unpacks Debian 12's atop 2.8.1")
+	atopMid := tool(t, "ATOP_2_11", "atop-2.11.1", "make check unpacks Debian 13's atop 2.11.1")
+	atopNew := tool(t, "ATOP_NEW", "atop-2.13.0", "make check unpacks Debian sid's atop 2.13.0")
 	if arch := os.Getenv("ATOPACCTD_TEST_GOARCH"); arch != "" {
 		t.Skipf("GOARCH=%s: SystemCallArchitectures=native refuses a foreign binary", arch)
 	}
@@ -178,9 +179,10 @@ func TestIntegrationSystemd(t *testing.T) {
 		{"init/notify/atopacct.service", []string{"--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self"}, "", false},
 	} {
 		t.Run(filepath.Base(filepath.Dir(c.unit)), func(t *testing.T) {
-			// atop 2.13.0's wrapper runs it from beside it: that folder
-			// is bound at its own path.
+			// The newer atops' wrappers run them from beside them: those
+			// folders are bound at their own paths.
 			facts, journal := bootSystemd(t, nspawn, bin, c.unit, append(c.nspawn, "--bind-ro="+atop+":/usr/bin/atop",
+				"--bind-ro="+atopMid+":/usr/bin/atop-mid", "--bind-ro="+filepath.Dir(atopMid),
 				"--bind-ro="+atopNew+":/usr/bin/atop-new", "--bind-ro="+filepath.Dir(atopNew))...)
 			if got := strings.Contains(journal, "Landlock unavailable"); got != (c.note != "") || !strings.Contains(journal, c.note) {
 				t.Errorf("journal has a Landlock note: %v, want %q", got, c.note)
@@ -191,8 +193,8 @@ func TestIntegrationSystemd(t *testing.T) {
 				"CapEff":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"CapBnd":     fmt.Sprintf("%016x", 1<<unix.CAP_SYS_PACCT),
 				"NoNewPrivs": "1", "Seccomp": "2", "polling": "1",
-				// Counts of atop 2.8.1 and 2.13.0.
-				"atop": "10 10", "restart": "0", "readon": "20 20", "restarted": "yes", "readkill": "20 20", "named": "0",
+				// Counts of atop 2.8.1, 2.11.1 and 2.13.0.
+				"atop": "10 10 10", "restart": "0", "readon": "20 20 20", "restarted": "yes", "readkill": "20 20 20", "named": "0",
 				"stop": "0", "result": "success", "left": "",
 				"warned": facts["starts"], // once per start
 			}
@@ -200,8 +202,8 @@ func TestIntegrationSystemd(t *testing.T) {
 				// Every process exiting one after the other across the
 				// reload, seen by both atops.
 				n := facts["reloadexits"]
-				maps.Copy(want, map[string]string{"reload": "0", "reloaded": n + " " + n, "reloadpid": "new", "reloadactive": "active"})
-				t.Logf("FIGURE %s: systemctl reload (atopacctd --restart): atop 2.8.1 and 2.13.0 saw %s of %s processes exiting one after the other across it", c.unit, facts["reloaded"], n)
+				maps.Copy(want, map[string]string{"reload": "0", "reloaded": n + " " + n + " " + n, "reloadpid": "new", "reloadactive": "active"})
+				t.Logf("FIGURE %s: systemctl reload (atopacctd --restart): atop 2.8.1, 2.11.1 and 2.13.0 saw %s of %s processes exiting one after the other across it", c.unit, facts["reloaded"], n)
 			}
 			var seen, exited, us float64
 			if n, _ := fmt.Sscan(facts["gap"], &seen, &exited, &us); n != 3 || exited == 0 {
@@ -226,6 +228,18 @@ func TestIntegrationSystemd(t *testing.T) {
 // atopacct.service and the daemon as /usr/sbin/atopacctd, runs the check and
 // returns its facts and the unit's journal.
 func bootSystemd(t *testing.T, nspawn, bin, unit string, extra ...string) (map[string]string, string) {
+	unit, _ = filepath.Abs(unit)
+	return bootCheck(t, nspawn, systemdCheck, append([]string{
+		"--bind-ro=" + bin + ":/usr/sbin/atopacctd",
+		"--bind-ro=" + unit + ":/etc/systemd/system/atopacct.service",
+	}, extra...)...)
+}
+
+// bootCheck boots systemd in a container (an overlay of this machine's
+// root) with extra nspawn options, runs checkScript as
+// atopacct-check.service and returns the facts it said and the journal it
+// left in /out/journal.
+func bootCheck(t *testing.T, nspawn, checkScript string, extra ...string) (map[string]string, string) {
 	dir, out := t.TempDir(), t.TempDir()
 	var binds []string
 	for name, text := range systemdUnits {
@@ -236,10 +250,9 @@ func bootSystemd(t *testing.T, nspawn, bin, unit string, extra ...string) (map[s
 		binds = append(binds, "--bind-ro="+p+":/etc/systemd/system/"+name)
 	}
 	check := filepath.Join(dir, "check")
-	if err := os.WriteFile(check, []byte(systemdCheck), 0o755); err != nil {
+	if err := os.WriteFile(check, []byte(checkScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unit, _ = filepath.Abs(unit)
 	root := filepath.Join(dir, "ov", "root")
 	args := append([]string{
 		"-m", "sh", "-ec",
@@ -252,8 +265,6 @@ func bootSystemd(t *testing.T, nspawn, bin, unit string, extra ...string) (map[s
 		nspawn, "-D", root, "--keep-unit", "--register=no", "--link-journal=no",
 		"--private-network", "--console=pipe", "--capability=CAP_SYS_PACCT",
 		"--bind=" + out + ":/out",
-		"--bind-ro=" + bin + ":/usr/sbin/atopacctd",
-		"--bind-ro=" + unit + ":/etc/systemd/system/atopacct.service",
 		"--bind-ro=" + check + ":/usr/local/sbin/atopacct-check",
 	}, binds...)
 	args = append(append(args, extra...), "-b", "systemd.unit=multi-user.target", "systemd.wants=atopacct-check.service")
@@ -281,4 +292,110 @@ func bootSystemd(t *testing.T, nspawn, bin, unit string, extra ...string) (map[s
 	}
 	journal, _ := os.ReadFile(filepath.Join(out, "journal"))
 	return facts, string(journal)
+}
+
+// debCheck runs in the container of TestIntegrationDeb: Debian's atop
+// package installed with its services (atop logging every second), then
+// this daemon's package (/pkgs/ours-1.deb), upgraded to a second build
+// (/pkgs/ours-2.deb) while processes exit one after the other, removed and
+// purged. It says what it sees as facts, as systemdCheck does.
+const debCheck = `#!/bin/sh
+say() { echo "$1=$2" >> /out/facts; }
+main() { systemctl show -P MainPID atopacct.service; }
+seen() { atop -r /var/log/atop/atop_$(date +%Y%m%d) -P PRG | grep -c " ($1) E "; }
+log() { "$@" >> /out/dpkg 2>&1; }
+# A build machine's image may forbid maintainer scripts to start services;
+# a system users install on does not.
+rm -f /usr/sbin/policy-rc.d
+
+log dpkg -i /pkgs/atop.deb; say atop $?
+sed -i 's/^LOGINTERVAL=.*/LOGINTERVAL=1/' /etc/default/atop
+systemctl restart atop.service
+say before "$(atopacctd -v 2>&1 | head -1)"
+
+log dpkg -i /pkgs/ours-1.deb; say install $?
+say version "$(atopacctd -v) $(systemctl is-active atopacct.service) $(systemctl is-enabled atopacct.service)"
+say diversions "$(dpkg-divert --list 'atopacctd-go' | wc -l)"
+sleep 2 # atop's first sample
+cp /bin/true /tmp/debprobe
+for i in 1 2 3 4 5 6 7 8 9 10; do /tmp/debprobe; done
+sleep 3
+say seen "$(seen debprobe)"
+
+# Upgraded while atop runs and processes exit one after the other.
+cp /bin/true /tmp/upgradeprobe
+(n=0; while [ ! -e /tmp/stop ]; do /tmp/upgradeprobe; n=$((n+1)); done; echo "$n" > /tmp/n) & loop=$!
+sleep 0.5
+pid=$(main)
+log dpkg -i /pkgs/ours-2.deb; say upgrade $?
+sleep 0.5
+touch /tmp/stop; wait $loop
+sleep 3
+say upgraded "$(seen upgradeprobe) of $(cat /tmp/n)"
+say version2 "$(atopacctd -v) $(systemctl is-active atopacct.service) $( [ "$(main)" != "$pid" ] && echo new)"
+
+log dpkg -r atopacctd-go; say remove $?
+log dpkg -P atopacctd-go; say purge $?
+say diversions2 "$(dpkg-divert --list 'atopacctd-go' | wc -l)"
+say owner "$(dpkg -S /usr/sbin/atopacctd /usr/share/man/man8/atopacctd.8.gz /lib/systemd/system/atopacct.service 2>&1 | tr '\n' ' ')"
+say left "$(dpkg -L atopacctd-go 2>/dev/null | wc -l) $(ls -d /usr/share/doc/atopacctd-go /usr/share/lintian/overrides/atopacctd-go /usr/sbin/atopacctd.distrib /lib/systemd/system/atopacct.service.distrib 2>/dev/null | wc -l)"
+say after "$(atopacctd -v 2>&1 | head -1) $(systemctl is-active atopacct.service)"
+{ journalctl -b -u atopacct.service --no-pager; cat /out/dpkg; } > /out/journal 2>&1
+`
+
+// TestIntegrationDeb: make deb's package replaces Debian's atopacctd under
+// a real systemd, as a user installs it: Debian's atop package (2.8.1, with
+// its services) first, then ours; atop's logging service sees short-lived
+// processes; an upgrade to a second build with atop running loses none of
+// the processes exiting across it; remove and purge give Debian's files and
+// daemon back and leave nothing of ours.
+func TestIntegrationDeb(t *testing.T) {
+	integration(t)
+	nspawn := tool(t, "NSPAWN", "systemd-nspawn", "apt-get install systemd-container")
+	atopDeb := tool(t, "ATOP_DEB", "atop.deb", "make check downloads Debian's atop package")
+	if arch := os.Getenv("ATOPACCTD_TEST_GOARCH"); arch != "" {
+		t.Skipf("GOARCH=%s: the package is built for this machine", arch)
+	}
+	pkgs := t.TempDir()
+	for i, version := range []string{"1.0", "1.1"} {
+		out, err := exec.Command("make", "-s", "deb", "DEBVERSION="+version).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make deb: %v: %s", err, out)
+		}
+		if err := os.Rename(strings.TrimSpace(string(out)), filepath.Join(pkgs, fmt.Sprintf("ours-%d.deb", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lintian := tool(t, "LINTIAN", "lintian", "apt-get install lintian")
+	if out, err := exec.Command(lintian, "--fail-on", "error,warning", filepath.Join(pkgs, "ours-2.deb")).CombinedOutput(); err != nil {
+		t.Errorf("lintian: %v:\n%s", err, out)
+	}
+	if out, err := exec.Command("cp", atopDeb, filepath.Join(pkgs, "atop.deb")).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	facts, journal := bootCheck(t, nspawn, debCheck, "--bind-ro="+pkgs+":/pkgs")
+	var seen, exited int
+	fmt.Sscanf(facts["upgraded"], "%d of %d", &seen, &exited)
+	want := map[string]string{
+		"atop": "0", "install": "0", "version": "atopacctd 1.0 active enabled", "diversions": "3", "seen": "10",
+		"upgrade": "0", "version2": "atopacctd 1.1 active new",
+		"remove": "0", "purge": "0", "diversions2": "0",
+		"owner": "atop: /usr/sbin/atopacctd atop: /usr/share/man/man8/atopacctd.8.gz atop: /lib/systemd/system/atopacct.service",
+		"left":  "0 0", "after": facts["before"] + " active",
+	}
+	if !strings.Contains(facts["before"], "2.8.1") {
+		t.Errorf("before = %q, want Debian's atopacctd 2.8.1", facts["before"])
+	}
+	for k, v := range want {
+		if got, ok := facts[k]; !ok || got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if exited == 0 || seen != exited {
+		t.Errorf("upgraded = %q: want every process exiting across the upgrade seen by atop", facts["upgraded"])
+	}
+	t.Logf("FIGURE TestIntegrationDeb: atop 2.8.1's logging service saw %d of %d processes exiting one after the other across the package upgrade", seen, exited)
+	if t.Failed() {
+		t.Logf("facts: %v\njournal:\n%s", facts, journal)
+	}
 }

@@ -643,9 +643,9 @@ func tool(t *testing.T, env, name, from string) string {
 	return p
 }
 
-// TestIntegrationAtop: real atop clients, Debian 12's 2.8.1 (ATOP) and
-// Debian sid's 2.13.0 (ATOP_NEW: .ci/run unpacks it with the libraries it
-// needs), attached at once, each see every process that exits between
+// TestIntegrationAtop: real atop clients, Debian 12's 2.8.1 (ATOP), Debian
+// 13's 2.11.1 (ATOP_2_11) and Debian sid's 2.13.0 (ATOP_NEW: make check
+// unpacks the newer ones with the libraries they need), attached at once, each see every process that exits between
 // their samples: 100, then the daemon is stopped and started again (with
 // SIGTERM, or killed), then 100 more. atop 2.8 would keep reading a deleted
 // file, atop >= 2.9 start the new file at offset 0: both only read on
@@ -671,11 +671,13 @@ func TestIntegrationAtop(t *testing.T) {
 	}
 }
 
-// realAtops are the paths of atop 2.8.1 and 2.13.0, by version.
+// realAtops are the paths of atop 2.8.1 (Debian 12), 2.11.1 (Debian 13)
+// and 2.13.0 (Debian unstable), by version: make check unpacks them.
 func realAtops(t *testing.T) map[string]string {
 	return map[string]string{
-		"2.8.1":  tool(t, "ATOP", "atop", ".ci/run unpacks Debian's atop 2.8.1"),
-		"2.13.0": tool(t, "ATOP_NEW", "atop-2.13.0", ".ci/run unpacks Debian sid's atop 2.13.0"),
+		"2.8.1":  tool(t, "ATOP", "atop", "make check unpacks Debian 12's atop 2.8.1"),
+		"2.11.1": tool(t, "ATOP_2_11", "atop-2.11.1", "make check unpacks Debian 13's atop 2.11.1"),
+		"2.13.0": tool(t, "ATOP_NEW", "atop-2.13.0", "make check unpacks Debian sid's atop 2.13.0"),
 	}
 }
 
@@ -766,11 +768,11 @@ exec %[3]s -w %[4]s 1 6
 }
 
 // TestIntegrationDumpAcct has GNU acct's dump-acct (Debian's acct package,
-// DUMP_ACCT=/path/to/dump-acct; .ci/run unpacks it) read every shadow file of
+// DUMP_ACCT=/path/to/dump-acct; make check unpacks it) read every shadow file of
 // a storm: the same records, in the same order, as the files hold.
 func TestIntegrationDumpAcct(t *testing.T) {
 	bin := integration(t)
-	dump := tool(t, "DUMP_ACCT", "dump-acct", "Debian's acct package; .ci/run unpacks it")
+	dump := tool(t, "DUMP_ACCT", "dump-acct", "Debian's acct package; make check unpacks it")
 	top := newTop(t)
 	startDaemon(t, bin, top, "--records", "1000")
 	c := attached(t, top)
