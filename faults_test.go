@@ -535,8 +535,7 @@ func TestFaultDiskFull(t *testing.T) {
 			switch {
 			case c.backlog >= len(held.pids) && (missed != 0 || skipped != 0):
 				t.Errorf("%d of %d records missed, %d skipped; want none", missed, len(held.pids), skipped)
-			case c.backlog < len(held.pids) && (missed == 0 || skipped < missed || skipped > missed+2):
-				// The storm's own process and an unrelated exit may be skipped too.
+			case c.backlog < len(held.pids) && (missed == 0 || !skippedExplains(missed, skipped)):
 				t.Errorf("%d of %d records missed, %d skipped; want the skipped ones alone missed", missed, len(held.pids), skipped)
 			}
 			if n := strings.Count(log.String(), "skipping the oldest records"); n != min(skipped, 1) {
@@ -631,7 +630,7 @@ func TestFaultPressureEpisode(t *testing.T) {
 		}
 	}
 	skipped := statusNumber(statusOf(t, bin, top), "records skipped (disk full)")
-	if missed > skipped || skipped > missed+3 {
+	if !skippedExplains(missed, skipped) {
 		t.Errorf("the client missed %d of %d records, the status counts %d skipped", missed, exited, skipped)
 	}
 	if strings.Contains(log.String(), "suspended") {
@@ -770,6 +769,14 @@ func TestFaultPlanted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// skippedExplains: every record the client missed is counted as skipped,
+// and the skipped ones are those missed, give or take what other processes
+// on the machine exited meanwhile (the storms' own processes, a busy
+// desktop's background: up to 5 %).
+func skippedExplains(missed, skipped int) bool {
+	return missed <= skipped && skipped <= missed+3+skipped/20
 }
 
 // 8. 100 clients attached, then a 101st: refused by the semaphore, and the

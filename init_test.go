@@ -358,11 +358,12 @@ func TestIntegrationDeb(t *testing.T) {
 	}
 	pkgs := t.TempDir()
 	for i, version := range []string{"1.0", "1.1"} {
-		out, err := exec.Command("make", "-s", "deb", "DEBVERSION="+version).CombinedOutput()
+		out, err := exec.Command("make", "-s", "--no-print-directory", "deb", "DEBVERSION="+version).CombinedOutput()
 		if err != nil {
 			t.Fatalf("make deb: %v: %s", err, out)
 		}
-		if err := os.Rename(strings.TrimSpace(string(out)), filepath.Join(pkgs, fmt.Sprintf("ours-%d.deb", i+1))); err != nil {
+		lines := strings.Fields(string(out)) // the package's name last
+		if err := os.Rename(lines[len(lines)-1], filepath.Join(pkgs, fmt.Sprintf("ours-%d.deb", i+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
