@@ -235,11 +235,22 @@ func bootSystemd(t *testing.T, nspawn, bin, unit string, extra ...string) (map[s
 	}, extra...)...)
 }
 
+// systemdBoot boots systemd with the check unit wanted.
+var systemdBoot = []string{"-b", "systemd.unit=multi-user.target", "systemd.wants=atopacct-check.service"}
+
 // bootCheck boots systemd in a container (an overlay of this machine's
 // root) with extra nspawn options, runs checkScript as
 // atopacct-check.service and returns the facts it said and the journal it
 // left in /out/journal.
 func bootCheck(t *testing.T, nspawn, checkScript string, extra ...string) (map[string]string, string) {
+	return container(t, nspawn, checkScript, append(extra, systemdBoot...))
+}
+
+// container runs nspawn on an overlay of this machine's root with args
+// (options, then what the container runs), checkScript at
+// /usr/local/sbin/atopacct-check, and returns the facts the check said in
+// /out/facts and what it left in /out/journal.
+func container(t *testing.T, nspawn, checkScript string, args []string) (map[string]string, string) {
 	dir, out := t.TempDir(), t.TempDir()
 	var binds []string
 	for name, text := range systemdUnits {
@@ -254,7 +265,7 @@ func bootCheck(t *testing.T, nspawn, checkScript string, extra ...string) (map[s
 		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "ov", "root")
-	args := append([]string{
+	args = append(append([]string{
 		"-m", "sh", "-ec",
 		// An overlay over / with its upper layer in a tmpfs (it may not
 		// lie on the lower layer's file system); the private mount
@@ -266,8 +277,7 @@ func bootCheck(t *testing.T, nspawn, checkScript string, extra ...string) (map[s
 		"--private-network", "--console=pipe", "--capability=CAP_SYS_PACCT",
 		"--bind=" + out + ":/out",
 		"--bind-ro=" + check + ":/usr/local/sbin/atopacct-check",
-	}, binds...)
-	args = append(append(args, extra...), "-b", "systemd.unit=multi-user.target", "systemd.wants=atopacct-check.service")
+	}, binds...), args...)
 	if err := os.Mkdir(filepath.Dir(root), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -398,5 +408,113 @@ func TestIntegrationDeb(t *testing.T) {
 	t.Logf("FIGURE TestIntegrationDeb: atop 2.8.1's logging service saw %d of %d processes exiting one after the other across the package upgrade", seen, exited)
 	if t.Failed() {
 		t.Logf("facts: %v\njournal:\n%s", facts, journal)
+	}
+}
+
+// openrcBoot is the container's first process for TestIntegrationOpenRC:
+// it unpacks Debian's OpenRC, puts the check in the default runlevel and
+// becomes OpenRC's own init.
+const openrcBoot = `#!/bin/sh
+set -e
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+for deb in /openrc/*.deb; do # /lib and /sbin stay symlinks (merged /usr)
+	dpkg-deb --fsys-tarfile "$deb" | tar -x --keep-directory-symlink -C /
+done
+mkdir -p /etc/runlevels/sysinit /etc/runlevels/boot /etc/runlevels/default /etc/runlevels/shutdown
+ln -s /etc/init.d/localmount /etc/runlevels/boot/localmount
+ln -s /etc/init.d/atopacct-check /etc/runlevels/default/atopacct-check
+exec /sbin/openrc-init
+`
+
+// openrcServices are OpenRC services of the container: the check, and
+// stand-ins for acct (the refusal) and localmount (the container's mounts
+// are this machine's).
+var openrcServices = map[string]string{
+	"atopacct-check": `#!/sbin/openrc-run
+description="TestIntegrationOpenRC's check"
+start() {
+	/bin/sh /usr/local/sbin/atopacct-check
+	openrc-shutdown --poweroff now &
+}
+`,
+	"acct": `#!/sbin/openrc-run
+description="a stand-in for GNU acct's service"
+start() { :; }
+`,
+	"localmount": `#!/sbin/openrc-run
+description="a stand-in: the container's mounts are made"
+start() { :; }
+`,
+}
+
+// openrcCheck drives init/atopacct.openrc with rc-service under OpenRC's
+// own init (refused while acct is started; start, status, restart,
+// reload, stop), saying what it sees as facts, as systemdCheck does.
+const openrcCheck = `#!/bin/sh
+say() { echo "$1=$2" >> /out/facts; }
+log() { "$@" >> /out/journal 2>&1; }
+say init "$(readlink /proc/1/exe)"
+say booted "$(rc-service localmount status >/dev/null && echo localmount)"
+
+log rc-service acct start
+log rc-service atopacct start; say refused $?
+say why "$(grep -c 'acct is running: process accounting cannot serve both' /out/journal)"
+log rc-service acct stop
+
+log rc-service atopacct start; say start $?
+log rc-service atopacct status; say status $?
+pid=$(cat /run/atopacctd.pid)
+say exe "$(readlink /proc/$pid/exe)"
+say serving "$(atopacctd -s | grep -c "running (pid $pid)")"
+log rc-service atopacct restart; say restart $?
+new=$(cat /run/atopacctd.pid)
+say restarted "$( [ "$new" != "$pid" ] && [ "$(readlink /proc/$new/exe)" = /usr/sbin/atopacctd ] && echo yes)"
+pid=$new
+log rc-service atopacct reload; say reload $?
+new=$(cat /run/atopacctd.pid)
+say reloaded "$( [ "$new" != "$pid" ] && [ "$(readlink /proc/$new/exe)" = /usr/sbin/atopacctd ] && echo yes)"
+log rc-service atopacct stop; say stop $?
+log rc-service atopacct status; say stopped $?
+say left "$(ls -d /run/pacct* /run/atopacctd.pid 2>/dev/null | tr '\n' ' ')"
+`
+
+// TestIntegrationOpenRC: init/atopacct.openrc under real OpenRC (Debian's
+// openrc, unpacked in a container whose first process is openrc-init):
+// refused while acct is started, then start, status, restart, reload (a
+// new daemon takes over: atopacctd --restart) and stop.
+func TestIntegrationOpenRC(t *testing.T) {
+	bin := integration(t)
+	nspawn := tool(t, "NSPAWN", "systemd-nspawn", "apt-get install systemd-container")
+	debs := tool(t, "OPENRC_DEBS", "openrc-debs", "make check downloads Debian's openrc and its libraries")
+	if arch := os.Getenv("ATOPACCTD_TEST_GOARCH"); arch != "" {
+		t.Skipf("GOARCH=%s: run natively only", arch)
+	}
+	dir := t.TempDir()
+	script, _ := filepath.Abs("init/atopacct.openrc")
+	args := []string{"--bind-ro=" + debs + ":/openrc", "--bind-ro=" + bin + ":/usr/sbin/atopacctd",
+		"--bind-ro=" + script + ":/etc/init.d/atopacct"}
+	for name, text := range map[string]string{"boot": openrcBoot, "atopacct-check": openrcServices["atopacct-check"],
+		"acct": openrcServices["acct"], "localmount": openrcServices["localmount"]} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if name != "boot" {
+			args = append(args, "--bind-ro="+p+":/etc/init.d/"+name)
+		}
+	}
+	args = append(args, "--bind-ro="+filepath.Join(dir, "boot")+":/usr/local/sbin/openrc-boot", "/bin/sh", "/usr/local/sbin/openrc-boot")
+	facts, log := container(t, nspawn, openrcCheck, args)
+	want := map[string]string{
+		"init": "/usr/sbin/openrc-init", "booted": "localmount", "refused": "1", "why": "1", "start": "0", "status": "0", "exe": "/usr/sbin/atopacctd",
+		"serving": "1", "restart": "0", "restarted": "yes", "reload": "0", "reloaded": "yes", "stop": "0", "stopped": "3", "left": "",
+	}
+	for k, v := range want {
+		if got, ok := facts[k]; !ok || got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if t.Failed() {
+		t.Logf("facts: %v\nrc-service:\n%s", facts, log)
 	}
 }
