@@ -5,7 +5,8 @@ export CGO_ENABLED := 0
 export PATH := $(PATH):/usr/local/go/bin
 
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
+goflags = -trimpath -ldflags '-s -w -X main.version=$(1)'
+GOFLAGS_BUILD := $(call goflags,$(VERSION))
 
 .PHONY: all check test unit lint qemu test386 vm faults soak fuzz bench seccomp install uninstall unitdir deb cross clean
 
@@ -132,7 +133,7 @@ uninstall:
 DEBVERSION ?= 0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null || echo 0)
 deb:
 	mkdir -p dist
-	go build -trimpath -ldflags '-s -w -X main.version=$(DEBVERSION)' -o dist/atopacctd .
+	go build $(call goflags,$(DEBVERSION)) -o dist/atopacctd .
 	bash deb/build dist/atopacctd $(DEBVERSION) $(shell dpkg --print-architecture) $(UNITDIR)
 
 # Static binaries for every architecture we ship, into dist/.
