@@ -208,16 +208,30 @@ func (s *semaphores) takeOver(id int) (string, error) {
 }
 
 // semWait waits up to limit for the private set id to be zero and counts
-// this daemon in it, in one operation. A blocking call, made through the
-// runtime (unix.Syscall6) so that the other goroutines run meanwhile.
+// this daemon in it, in one operation (EAGAIN once limit has passed). A
+// blocking call, made through the runtime (unix.Syscall6) so that the
+// other goroutines run meanwhile. EINTR: semtimedop is never restarted
+// after a signal handler (signal(7)), and the Go runtime's preemption
+// signal (SIGURG) reaches the waiting thread: it waits again, for what is
+// left.
 func semWait(id int, limit time.Duration) error {
 	ops := []sembuf{{0, 0, 0}, {0, 1, semUndo}}
-	timeout := [2]int64{int64(limit / time.Second), int64(limit % time.Second)} // struct __kernel_timespec
-	_, _, errno := unix.Syscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), uintptr(unsafe.Pointer(&timeout)), 0, 0)
-	if errno != 0 {
+	deadline := time.Now().Add(limit)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.EAGAIN
+		}
+		timeout := [2]int64{int64(left / time.Second), int64(left % time.Second)} // struct __kernel_timespec
+		_, _, errno := unix.Syscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), uintptr(unsafe.Pointer(&timeout)), 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
 		return errno
 	}
-	return nil
 }
 
 // successorWaiting reports whether a daemon started with --restart waits
