@@ -370,10 +370,11 @@ func TestFaultAccountingTaken(t *testing.T) {
 	})
 }
 
-// leadersEnv makes the re-executed test binary start n processes
-// ("n:duration") whose main thread exits at once while another thread lives
-// on for the duration, and exit: each brings an exit event of its leader
-// and, until its group ends, no record.
+// leadersEnv makes the re-executed test binary start n processes, one
+// every interval ("n:interval:life"), whose main thread exits at once while
+// another thread lives on for life, and then exit: each brings an exit
+// event of its leader and, until its group ends, no record. A stream, so
+// that an unrelated exit (a record) only puts the daemon's verdict off.
 const (
 	leadersEnv = "ATOPACCTD_TEST_LEADERS"
 	leaderEnv  = "ATOPACCTD_TEST_LEADER"
@@ -381,23 +382,23 @@ const (
 
 func init() {
 	if spec := os.Getenv(leadersEnv); spec != "" {
-		n, _ := strconv.Atoi(strings.Split(spec, ":")[0])
+		f := strings.Split(spec, ":")
+		n, _ := strconv.Atoi(f[0])
+		every, _ := time.ParseDuration(f[1])
 		for range n {
-			p, err := os.StartProcess("/proc/self/exe", []string{"leader"}, &os.ProcAttr{Env: []string{leaderEnv + "=" + strings.Split(spec, ":")[1]}})
+			p, err := os.StartProcess("/proc/self/exe", []string{"leader"}, &os.ProcAttr{Env: []string{leaderEnv + "=" + f[2]}})
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
 			p.Release()
+			time.Sleep(every)
 		}
 		os.Exit(0)
 	}
 	if spec := os.Getenv(leaderEnv); spec != "" {
 		d, _ := time.ParseDuration(spec)
 		go func() { time.Sleep(d); os.Exit(0) }()
-		// After the starting process's exit, whose record would reset the
-		// daemon's count of exits without a record.
-		time.Sleep(time.Second)
 		// init runs on the main thread: exit(2) ends it alone (Syscall, not
 		// RawSyscall, so that the runtime hands its P on).
 		syscall.Syscall(syscall.SYS_EXIT, 0, 0, 0)
@@ -405,10 +406,10 @@ func init() {
 }
 
 // TestFaultLeaderExits: any user's processes whose main thread exits while
-// another thread lives on (here 200 of them, by uid 65534) bring exit
-// events and no record for a while; that is no sign that another program
-// took accounting. The daemon says so once and copies on; their records
-// come when their groups end.
+// another thread lives on (here 120 of them over 6 s, by uid 65534) bring
+// exit events and no record for a while; that is no sign that another
+// program took accounting. The daemon says so once and copies on; their
+// records come when their groups end.
 func TestFaultLeaderExits(t *testing.T) {
 	bin := integration(t)
 	top := newTop(t)
@@ -416,24 +417,20 @@ func TestFaultLeaderExits(t *testing.T) {
 	c := attached(t, top)
 	follow(t, c, storm(t, 20))
 	started := time.Now()
-	asNobody(t, leadersEnv+"=200:12s")
-	// A verdict needs lostAfter without a record: no exit of ours meanwhile
-	// (another process's exit puts it off).
-	for deadline := started.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if strings.Contains(log.String(), "another program has taken") || strings.Contains(log.String(), "thread-group leaders") {
-			break
-		}
+	asNobody(t, leadersEnv+"=120:50ms:8s") // returns after the 6 s stream
+	waitFor(t, 3*time.Second, "a verdict on 120 leaders' exits", func() bool {
+		return strings.Contains(log.String(), "another program has taken") || strings.Contains(log.String(), "thread-group leaders")
+	})
+	if strings.Contains(log.String(), "another program has taken") {
+		t.Errorf("after 120 leaders' exits:\n%s", log)
 	}
-	if strings.Contains(log.String(), "another program has taken") || !strings.Contains(log.String(), "thread-group leaders") {
-		t.Errorf("after 200 leaders' exits:\n%s", log)
-	}
-	time.Sleep(time.Until(started.Add(13 * time.Second))) // their groups end: nothing of theirs outlives the test
+	time.Sleep(time.Until(started.Add(15 * time.Second))) // their groups end: nothing of theirs outlives the test
 	s := storm(t, 100)
 	follow(t, c, s)
 	if st := statusOf(t, bin, top); !strings.Contains(st, "accounting: on") {
 		t.Errorf("status:\n%s", st)
 	}
-	figure(t, "200 leaders' exits by uid 65534 (threads living 12 s): accounting not taken for lost (one line says why), 0 of %d records lost after", len(s.pids))
+	figure(t, "120 leaders' exits by uid 65534 over 6 s (threads living 8 s): accounting not taken for lost (one line says why), 0 of %d records lost after", len(s.pids))
 }
 
 // 4. The kernel suspended accounting (free space below its low-water mark):
