@@ -628,8 +628,7 @@ func (d *daemon) periodic() error {
 func (d *daemon) collect() {
 	locked, err := d.sem.tryLock()
 	switch {
-	case d.sem.public < 0: // no set of its own: as with a kept lock
-		locked = false
+	case d.sem.public < 0: // no set of its own (reclaimPublic), so no lock: as with a kept lock
 	case err != nil:
 		d.nextGC = d.now.Add(tick)
 		return

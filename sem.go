@@ -76,8 +76,9 @@ func semop(id int, ops []sembuf) error {
 
 // semctl wraps semctl(2); arg is the union semun, passed as a pointer for
 // GETALL and SETALL (never SETVAL with a plain int: wrong on 64-bit big-endian).
-// The daemon uses GETVAL, GETALL, SETALL and IPC_RMID only: none passes a
-// semid_ds, so no architecture needs the IPC_64 flag.
+// The daemon uses GETPID, GETVAL, GETALL, GETZCNT and IPC_RMID only (the
+// tests SETALL too): none passes a semid_ds, so no architecture needs the
+// IPC_64 flag.
 func semctl(id, num, cmd int, arg unsafe.Pointer) (int, error) {
 	r, _, errno := unix.RawSyscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), uintptr(arg), 0, 0)
 	if errno != 0 {
@@ -321,40 +322,31 @@ func readIPCSet(id int) (ipcSet, error) {
 	return ipcSet{}, fmt.Errorf("semaphore set %d not in /proc/sysvipc/sem", id)
 }
 
-// createPublic removes any public set and creates it with one SETALL, at
+// createPublic removes any public set and makes it anew (recreate), at
 // start (as root: any set can be removed). A local user may create the key
 // again between the two: it tries up to createTries times. It returns, for
 // the log, who owned the first set it removed that was not root's.
 func (s *semaphores) createPublic() (string, error) {
-	s.public = -1
 	removed := ""
 	for try := 0; try < createTries; try++ {
 		if id, err := semget(publicKey, 0, 0); err == nil {
 			if set, err := readIPCSet(id); err == nil && (set.uid != 0 || set.cuid != 0) && removed == "" {
-				removed += fmt.Sprintf("removed public semaphore set %d of uid %d (made by uid %d); ", publicKey, set.uid, set.cuid)
+				removed = fmt.Sprintf("removed public semaphore set %d of uid %d (made by uid %d); ", publicKey, set.uid, set.cuid)
 			}
 			if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
 				return removed, os.NewSyscallError("semctl IPC_RMID public", err)
 			}
 		}
-		id, err := semget(publicKey, 2, unix.IPC_CREAT|unix.IPC_EXCL|0o666)
-		if errors.Is(err, unix.EEXIST) {
-			continue
+		if made, err := s.recreate(); made || err != nil {
+			return removed, err
 		}
-		if err != nil {
-			return removed, os.NewSyscallError("semget public", err)
-		}
-		s.public = id
-		init := [2]uint16{maxClients, 1}
-		_, err = semctl(id, 0, setAll, unsafe.Pointer(&init[0]))
-		return removed, os.NewSyscallError("semctl SETALL public", err)
 	}
 	return removed, fmt.Errorf("semget public: re-created by another process %d times in a row", createTries)
 }
 
-// recreate makes the public set anew at run time, after someone removed it
-// (ipcrm), with what the sandbox allows: semget, and a semop that brings a
-// new set's [0, 0] to [100, 1]. made is false while another process's set
+// recreate makes the public set anew, at start and at run time after
+// someone removed it (ipcrm), with what the sandbox allows: semget, and a
+// semop that brings a new set's [0, 0] to [100, 1]. made is false while another process's set
 // holds the key, which only CAP_SYS_ADMIN could remove: the daemon then
 // has no public set (public is -1), and tries again later.
 func (s *semaphores) recreate() (made bool, err error) {

@@ -30,7 +30,7 @@ type acctWatch struct {
 	since     time.Time // when the first of them arrived
 	grace     time.Time // no verdict on missing records before this
 	lostAt    time.Time // when accounting was lost, or the last reclaim was tried
-	leaders   uint64    // exit events of leaders whose threads lived on, discounted
+	leaders   bool      // exits of leaders whose threads lived on were discounted (logged once)
 }
 
 // exits counts exit events that came without a record (so far).
@@ -101,11 +101,10 @@ func (d *daemon) watchAccounting() {
 	}
 	switch acctDecide(*w, d.now, below, ended, d.opts.reclaim) {
 	case acctLeaders:
-		if w.leaders == 0 {
+		if !w.leaders {
 			d.log.infof("%d exit events without a record, all of thread-group leaders whose threads live on: no sign that accounting is lost", w.unmatched)
 		}
-		w.leaders += w.unmatched
-		w.unmatched = 0
+		w.leaders, w.unmatched = true, 0
 	case acctResume:
 		// The kernel looks at the space of a newly switched file at its
 		// first record (kernel/acct.c, acct_on): switching files makes it
