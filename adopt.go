@@ -198,7 +198,8 @@ func (s *shadow) inspect(dir int) (fd int, plan adoptPlan, why string) {
 }
 
 // lastRecord reads the newest record the shadow files hold into rec; false
-// when they hold none.
+// when they hold none, or it cannot be read (then catchUp copies the whole
+// leftover: a record twice rather than none).
 func (s *shadow) lastRecord(rec []byte) bool {
 	seq, n := s.seq, s.n
 	if n == 0 {

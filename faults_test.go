@@ -93,6 +93,27 @@ func TestFaultKill9Repeated(t *testing.T) {
 		len(r.pids), gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond), c.attaches)
 }
 
+// 1e. kill -9 before the daemon copied the first record a new client wants
+// (frozen by SIGSTOP, so the instant is certain): the shadow files hold no
+// record to find in the old source file, and the next start copies all of
+// it. TestFaultKill9Repeated met this instant by chance (its first kill,
+// on a slow machine) and lost the storm's head.
+func TestFaultKill9BeforeFirstCopy(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	d := startDaemon(t, bin, top, "--records", "500")
+	c := attached(t, top)
+	d.signal(t, unix.SIGSTOP)
+	s := storm(t, 200) // the kernel writes into the frozen daemon's source file
+	d.stop(t, unix.SIGKILL)
+	startDaemon(t, bin, top, "--records", "500")
+	follow(t, c, s)
+	if c.attaches != 1 {
+		t.Errorf("client attached %d times, want once", c.attaches)
+	}
+	figure(t, "killed before its first copy: %d of %d records read by the client after the next start", c.children(s.parent), len(s.pids))
+}
+
 // 1c. kill -9 at each named instant of the daemon's file operations:
 // strace(1) injects SIGKILL as the daemon enters the system call that
 // would take the step named (the call does not run). With a client attached

@@ -466,18 +466,20 @@ func (d *daemon) deliverAll(recs []byte) error {
 
 // catchUp copies what a crashed daemon left uncopied in its source files
 // (leftover): the records after the newest one the adopted shadow files
-// hold. The stream's last record is this daemon's own when accounting was
-// still on into the old files (acct(2) wrote it there when the daemon
-// switched files): only that one is left out, as records before it may be
-// of processes that had this daemon's pid before it (a storm wraps
-// pid_max). It returns how many records it handed on.
+// hold, or all of them when those hold none (a client registered, and the
+// daemon died before its first copy; with no client they are dropped). The
+// stream's last record is this daemon's own when accounting was still on
+// into the old files (acct(2) wrote it there when the daemon switched
+// files): only that one is left out, as records before it may be of
+// processes that had this daemon's pid before it (a storm wraps pid_max).
+// It returns how many records it handed on.
 func (d *daemon) catchUp(old *leftover) (int, error) {
 	size := d.src.format.size
 	last := make([]byte, size)
-	if !d.sh.lastRecord(last) {
-		return 0, nil // the shadow files hold no record: none was being copied
+	file, off := 0, int64(0)
+	if d.sh.lastRecord(last) {
+		file, off = old.after(last, d.buf)
 	}
-	file, off := old.after(last, d.buf)
 	n, held := 0, false // last holds the stream's last record read so far
 	err := old.each(file, off, d.buf, size, func(_ int, _ int64, recs []byte) error {
 		if held {
