@@ -196,14 +196,17 @@ func init() {
 }
 
 // stormMain forks n children that _exit at once, one after the other, and
-// writes its own pid, then theirs, to the file named by stormEnv's value
-// after the count.
+// writes its own pid, then theirs, then the CLOCK_MONOTONIC time (ns) just
+// before each was forked, to the file named by stormEnv's value after the
+// count.
 func stormMain(spec string) {
 	var n int
 	var out string
 	fmt.Sscanf(spec, "%d:%s", &n, &out)
-	pids := binary.NativeEndian.AppendUint32(make([]byte, 0, 4*n+4), uint32(os.Getpid()))
+	pids := binary.NativeEndian.AppendUint32(make([]byte, 0, 12*n+4), uint32(os.Getpid()))
+	forked := make([]byte, 0, 8*n)
 	for i := 0; i < n; i++ {
+		forked = binary.NativeEndian.AppendUint64(forked, uint64(monotonic()))
 		pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, cloneFlags, cloneStack, 0, 0, 0, 0)
 		if errno != 0 {
 			fmt.Fprintln(os.Stderr, "clone:", errno)
@@ -216,7 +219,7 @@ func stormMain(spec string) {
 		syscall.Wait4(int(pid), &ws, 0, nil)
 		pids = binary.NativeEndian.AppendUint32(pids, uint32(pid))
 	}
-	if err := os.WriteFile(out, pids, 0o600); err != nil {
+	if err := os.WriteFile(out, append(pids, forked...), 0o600); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -227,6 +230,14 @@ func stormMain(spec string) {
 type stormRun struct {
 	parent uint32
 	pids   []uint32
+	forked []int64 // when each child was about to be forked (monotonic): it exited after
+}
+
+// monotonic reads CLOCK_MONOTONIC in ns, comparable across processes.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // storm runs n short-lived processes.
@@ -256,11 +267,18 @@ func startStorm(t *testing.T, n int) func(*testing.T) stormRun {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pids := make([]uint32, len(b)/4)
+		if len(b) != 4+12*n {
+			t.Fatalf("storm wrote %d bytes, want %d", len(b), 4+12*n)
+		}
+		pids := make([]uint32, n+1)
 		for i := range pids {
 			pids[i] = binary.NativeEndian.Uint32(b[4*i:])
 		}
-		return stormRun{parent: pids[0], pids: pids[1:]}
+		forked := make([]int64, n)
+		for i := range forked {
+			forked[i] = int64(binary.NativeEndian.Uint64(b[4*(n+1)+8*i:]))
+		}
+		return stormRun{parent: pids[0], pids: pids[1:], forked: forked}
 	}
 }
 

@@ -204,6 +204,11 @@ func (d *daemon) loop() int {
 // monitor then sleeps too, and the signal goroutine runs meanwhile.
 func (d *daemon) wakeup() error {
 	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.nextGC.Sub(d.now))
+	if d.suspendArmed {
+		// No pause, and a short wait: the first look with room switches
+		// files (watchSuspend), and every exit until then goes unrecorded.
+		timeout, d.pause = min(timeout, resumeLook), 0
+	}
 	if d.pause > 0 && d.nl != nil {
 		time.Sleep(min(timeout, d.pause))
 		timeout = 0 // then only a look
@@ -260,10 +265,19 @@ func (d *daemon) signalled() {
 // pump copies what the source files hold now. While the disk guard holds
 // (the shadow file system is nearly full) the records stay in the source
 // files instead (hold). Then it finishes a switch whose old file is
-// drained, or begins one once the file holds --source-max bytes, or at
-// once when the kernel is to resume a suspended accounting (a new file is
-// checked at its first record).
+// drained, or begins one once the file holds --source-max bytes. When the
+// kernel is to resume a suspended accounting (a new file is checked at its
+// first record) the switch comes first, before any copying: every exit
+// until then goes unrecorded.
 func (d *daemon) pump() error {
+	if d.suspendArmed || d.disk.low {
+		d.watchSuspend()
+	}
+	if d.resume && !d.src.switching && !d.now.Before(d.rotateRetry) {
+		if err := d.beginRotation(); err != nil {
+			return err
+		}
+	}
 	if d.disk.low {
 		d.checkDisk() // at every wakeup while low: the first with room copies the backlog
 		if d.disk.low {
@@ -334,7 +348,7 @@ func (d *daemon) drain() error {
 // starts suspended there (kernel/acct.c) and would stay so until the
 // kernel's next check.
 func (d *daemon) beginRotation() error {
-	if below, _ := freeBelow(d.top, d.limits.resume); below {
+	if f, ok := lookFree(d.top); ok && !f.atResume(d.limits) {
 		d.rotateRetry = d.now.Add(tick)
 		return nil
 	}
@@ -343,7 +357,10 @@ func (d *daemon) beginRotation() error {
 		d.rotateRetry = d.now.Add(tick)
 		return nil
 	}
-	d.resume = false
+	if d.resume && d.suspendArmed {
+		d.log.noticef("%s: %d%% free again: switched files so that the kernel resumes process accounting at once", d.opts.top, d.limits.resume)
+	}
+	d.resume, d.suspendArmed = false, false // the new file is checked at its first record
 	return nil
 }
 
@@ -601,6 +618,7 @@ func (d *daemon) periodic() error {
 	if !d.now.Before(d.nextTick) {
 		d.nextTick = d.now.Add(tick)
 		d.checkDisk()
+		d.watchSuspend()
 		what, err := d.sh.repair()
 		if what != "" {
 			d.log.warnf("%s was removed: recreated it (now at shadow file %d)", what, d.sh.seq)

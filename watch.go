@@ -93,7 +93,8 @@ func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Dura
 
 // watchAccounting gathers the values, asks acctDecide, and acts.
 func (d *daemon) watchAccounting() {
-	below, _ := freeBelow(d.top, d.limits.resume)
+	f, ok := lookFree(d.top)
+	below := ok && !f.atResume(d.limits)
 	w := &d.acct
 	ended := true
 	if w.starved(d.now) && d.nl != nil {
@@ -110,8 +111,10 @@ func (d *daemon) watchAccounting() {
 		// first record (kernel/acct.c, acct_on): switching files makes it
 		// resume at once instead of at its next check.
 		w.state, w.unmatched, w.grace = acctOn, 0, d.now.Add(d.limits.check)
-		d.resume = true // pump switches files as soon as no switch is pending
-		d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
+		d.resume = true      // pump switches files as soon as no switch is pending
+		if !d.suspendArmed { // else the switch says so
+			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
+		}
 	case acctSuspend:
 		w.state = acctSuspended
 		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
@@ -145,6 +148,85 @@ func (d *daemon) accounting() string {
 		return "polling"
 	}
 	return "on"
+}
+
+// resumeLook is how often the daemon looks at the source file system's free
+// space while the kernel may have suspended accounting (suspendWatch),
+// besides at every wakeup: space that returns with no exit is seen too.
+const resumeLook = 20 * time.Millisecond
+
+// freeSpace is one look at a file system's blocks, as the kernel weighs them
+// (kernel/acct.c, check_free_space): f_bavail against f_blocks.
+type freeSpace struct{ avail, blocks uint64 }
+
+func lookFree(fd int) (freeSpace, bool) {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
+		return freeSpace{}, false
+	}
+	return freeSpace{uint64(st.Bavail), uint64(st.Blocks)}, true
+}
+
+// atSuspend and atResume compare as the kernel does: it suspends when
+// f_bavail <= f_blocks * suspend / 100 and resumes when f_bavail >= f_blocks
+// * resume / 100 (integer division, do_div).
+func (f freeSpace) atSuspend(l acctLimits) bool {
+	return f.avail <= f.blocks*uint64(max(l.suspend, 0))/100
+}
+
+func (f freeSpace) atResume(l acctLimits) bool {
+	return f.avail >= f.blocks*uint64(max(l.resume, 0))/100
+}
+
+// suspendVerdict is what suspendDecide tells the daemon.
+type suspendVerdict int
+
+const (
+	suspendKeep   suspendVerdict = iota
+	suspendArm                   // at or below the suspend level: the kernel may suspend at its next check
+	suspendSwitch                // armed, and at the resume level again: switch files now
+)
+
+func (v suspendVerdict) String() string {
+	return [...]string{"keep", "arm", "switch"}[v]
+}
+
+// suspendDecide: once the source file system has been at or below the
+// kernel's suspend level since the last switch (armed), the kernel may have
+// suspended accounting, and stays suspended until its next check, up to
+// 30 s later, while exits go unrecorded. A newly switched file is checked at
+// its first record (acct_on sets needcheck to now) and starts suspended
+// unless the space is at the resume level: so the daemon switches files as
+// soon as the space is back at that level, and not before.
+func suspendDecide(armed bool, f freeSpace, l acctLimits) suspendVerdict {
+	switch {
+	case f.atSuspend(l):
+		if !armed {
+			return suspendArm
+		}
+	case armed && f.atResume(l):
+		return suspendSwitch
+	}
+	return suspendKeep
+}
+
+// watchSuspend looks at the source file system once (at every tick, and at
+// every wakeup while armed or while the disk guard holds) and acts on
+// suspendDecide. The switch itself is pump's (resume).
+func (d *daemon) watchSuspend() {
+	f, ok := lookFree(d.top)
+	if !ok {
+		return
+	}
+	switch suspendDecide(d.suspendArmed, f, d.limits) {
+	case suspendArm:
+		d.suspendArmed = true
+	case suspendSwitch:
+		d.resume = true // beginRotation says when it has switched
+		if d.acct.state == acctSuspended {
+			d.acct.state, d.acct.unmatched, d.acct.grace = acctOn, 0, d.now.Add(d.limits.check)
+		}
+	}
 }
 
 // freeBelow reports whether the file system of fd has less than pct % of its

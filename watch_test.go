@@ -84,3 +84,32 @@ func TestDiskDecide(t *testing.T) {
 		})
 	}
 }
+
+// TestSuspendDecide: the kernel's arithmetic (1,000 blocks, default levels:
+// suspend at <= 20 blocks free, resume at >= 40; 1,030 blocks: 20 and 41).
+func TestSuspendDecide(t *testing.T) {
+	l := acctLimits{resume: 4, suspend: 2, check: 30 * time.Second}
+	for _, tt := range []struct {
+		name          string
+		armed         bool
+		avail, blocks uint64
+		want          suspendVerdict
+	}{
+		{"room, not armed", false, 500, 1000, suspendKeep},
+		{"at the suspend level: arm", false, 20, 1000, suspendArm},
+		{"just above it: nothing", false, 21, 1000, suspendKeep},
+		{"armed, still low", true, 0, 1000, suspendKeep},
+		{"armed, between the levels: the new file would start suspended", true, 39, 1000, suspendKeep},
+		{"armed, at the resume level: switch", true, 40, 1000, suspendSwitch},
+		{"armed, resume level rounded down as the kernel does", true, 41, 1030, suspendSwitch},
+		{"armed, one block short of it", true, 40, 1030, suspendKeep},
+		{"suspend level rounded down", false, 20, 1030, suspendArm},
+		{"empty file system", false, 0, 1000, suspendArm},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := suspendDecide(tt.armed, freeSpace{tt.avail, tt.blocks}, l); got != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
