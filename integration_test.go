@@ -937,7 +937,7 @@ func TestIntegrationInitScript(t *testing.T) {
 	d.adopt(t, bin)
 	c := attached(t, top)
 	wait := startStorm(t, 20000)
-	waitFor(t, 10*time.Second, "the client to read 2000 records", func() bool { c.poll(); return len(c.pids) >= 2000 })
+	waitRecords(t, c, 2000)
 	replace := func() {
 		if out, code := run("restart"); code != 0 {
 			t.Fatalf("restart: exit %d, %q", code, out)
@@ -1170,7 +1170,7 @@ func TestIntegrationRestartNoGap(t *testing.T) {
 	}
 	c := attached(t, top)
 	wait := startStorm(t, 6000) // also on the emulated kernels of .ci/vm
-	waitFor(t, 30*time.Second, "the client to read 1000 records", func() bool { c.poll(); return len(c.pids) >= 1000 })
+	waitRecords(t, c, 1000)
 	old := d
 	start := time.Now()
 	startDaemon(t, bin, top, args...) // a PID file of its own: the running daemon is found by its semaphore
@@ -1339,6 +1339,16 @@ func TestIntegrationPublicKeyTaken(t *testing.T) {
 // from a copy that user may run.
 func asNobody(t *testing.T, env string) {
 	t.Helper()
+	cmd := nobody(t, env)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as uid 65534, %s: %v: %s", env, err, out)
+	}
+}
+
+// nobody makes the command asNobody runs: the test binary, copied where uid
+// 65534 can run it.
+func nobody(t *testing.T, env string) *exec.Cmd {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "nobody")
 	if err != nil {
 		t.Fatal(err)
@@ -1357,9 +1367,7 @@ func asNobody(t *testing.T, env string) {
 	cmd := testCommand(filepath.Join(dir, "test"), "-test.run=^$")
 	cmd.Env = append(cmd.Env, env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("as uid 65534, %s: %v: %s", env, err, out)
-	}
+	return cmd
 }
 
 // TestIntegrationClientCountTampered: any local user can raise the client
