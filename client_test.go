@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -195,17 +197,21 @@ func init() {
 	}
 }
 
-// stormMain forks n children that _exit at once, one after the other, and
-// writes its own pid, then theirs, then the CLOCK_MONOTONIC time (ns) just
-// before each was forked, to the file named by stormEnv's value after the
-// count.
+// stormMain forks n children that _exit at once, one after the other (fewer
+// when SIGUSR1 stops it), and writes its own pid, then theirs, then the
+// CLOCK_MONOTONIC time (ns) just before each was forked, to the file named
+// by stormEnv's value after the count.
 func stormMain(spec string) {
 	var n int
 	var out string
 	fmt.Sscanf(spec, "%d:%s", &n, &out)
+	var stopped atomic.Bool
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, unix.SIGUSR1)
+	go func() { <-usr1; stopped.Store(true) }()
 	pids := binary.NativeEndian.AppendUint32(make([]byte, 0, 12*n+4), uint32(os.Getpid()))
 	forked := make([]byte, 0, 8*n)
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && !stopped.Load(); i++ {
 		forked = binary.NativeEndian.AppendUint64(forked, uint64(monotonic()))
 		pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, cloneFlags, cloneStack, 0, 0, 0, 0)
 		if errno != 0 {
@@ -250,6 +256,14 @@ func storm(t *testing.T, n int) stormRun {
 // it returns waits for them (call it from the test's goroutine).
 func startStorm(t *testing.T, n int) func(*testing.T) stormRun {
 	t.Helper()
+	wait, _ := stoppableStorm(t, n)
+	return wait
+}
+
+// stoppableStorm is startStorm with a second function, which ends the storm
+// early: wait then returns the processes made until then.
+func stoppableStorm(t *testing.T, n int) (wait func(*testing.T) stormRun, stop func()) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "pids")
 	cmd := testCommand(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), stormEnv+"="+strconv.Itoa(n)+":"+out)
@@ -258,6 +272,7 @@ func startStorm(t *testing.T, n int) func(*testing.T) stormRun {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	stop = func() { cmd.Process.Signal(unix.SIGUSR1) } // a child of ours, not reaped yet: its pid is still its own
 	return func(t *testing.T) stormRun {
 		t.Helper()
 		if err := cmd.Wait(); err != nil {
@@ -267,9 +282,10 @@ func startStorm(t *testing.T, n int) func(*testing.T) stormRun {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(b) != 4+12*n {
-			t.Fatalf("storm wrote %d bytes, want %d", len(b), 4+12*n)
+		if len(b) < 4 || (len(b)-4)%12 != 0 || (len(b)-4)/12 > n {
+			t.Fatalf("storm wrote %d bytes, not 4+12k with k <= %d", len(b), n)
 		}
+		n := (len(b) - 4) / 12
 		pids := make([]uint32, n+1)
 		for i := range pids {
 			pids[i] = binary.NativeEndian.Uint32(b[4*i:])
@@ -279,7 +295,7 @@ func startStorm(t *testing.T, n int) func(*testing.T) stormRun {
 			forked[i] = int64(binary.NativeEndian.Uint64(b[4*(n+1)+8*i:]))
 		}
 		return stormRun{parent: pids[0], pids: pids[1:], forked: forked}
-	}
+	}, stop
 }
 
 // clientEnv makes the re-executed test binary an atop-like client process

@@ -522,6 +522,9 @@ func startNotify(t *testing.T, bin, sock string, args ...string) (*exec.Cmd, *sy
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"-f"}, args...)...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	// Stopped (accounting off) also when the test binary dies without its
+	// cleanups: go test's -timeout panics.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
