@@ -72,6 +72,21 @@ func (s *syncBuffer) arrived(what string, from int) (int64, bool) {
 	return 0, false
 }
 
+// missedHead counts the storm's records the client missed, and checks that
+// they are its first ones: those it read are the newest, once each, in order.
+func (c *client) missedHead(t *testing.T, s stormRun) int {
+	t.Helper()
+	found, err := c.found(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missed := len(s.pids) - found
+	if err := c.check(stormRun{parent: s.parent, pids: s.pids[missed:]}); err != nil {
+		t.Errorf("the records read are not the storm's newest %d: %v", found, err)
+	}
+	return missed
+}
+
 // 1. kill -9 mid-storm, then start again.
 func TestFaultKill9Restart(t *testing.T) {
 	bin := integration(t)
@@ -630,15 +645,7 @@ func TestFaultDiskFull(t *testing.T) {
 			resume := time.Since(freed)
 			cl.settle()
 			skipped := statusNumber(statusOf(t, bin, top), "records skipped (disk full)")
-			found, err := cl.found(held)
-			if err != nil {
-				t.Fatal(err)
-			}
-			missed := len(held.pids) - found
-			// What the client missed is the storm's oldest records.
-			if err := cl.check(stormRun{parent: held.parent, pids: held.pids[missed:]}); err != nil {
-				t.Errorf("the records read are not the storm's newest %d: %v", found, err)
-			}
+			missed := cl.missedHead(t, held)
 			switch {
 			case c.backlog >= len(held.pids) && (missed != 0 || skipped != 0):
 				t.Errorf("%d of %d records missed, %d skipped; want none", missed, len(held.pids), skipped)
@@ -691,14 +698,7 @@ func TestFaultDiskFullThenStorm(t *testing.T) {
 	second := storm(t, 3000)
 	last := second.pids[len(second.pids)-1] // written after any switch: the client has read all before it then
 	readUntil(t, c, "the storm's last record", func() bool { return c.readChild(last, second.parent) })
-	found, err := c.found(second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	missed := len(second.pids) - found
-	if err := c.check(stormRun{parent: second.parent, pids: second.pids[missed:]}); err != nil {
-		t.Errorf("the records read are not the storm's newest %d: %v", found, err)
-	}
+	missed := c.missedHead(t, second)
 	before := 0 // children forked before the daemon said it had switched files
 	if at, ok := log.arrived("switched files so that the kernel resumes", mark); ok {
 		before = second.forkedBefore(at)
@@ -710,7 +710,7 @@ func TestFaultDiskFullThenStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	figure(t, "100 KiB free: %d of the 20000-exit storm read (what the kernel could write); after the filler was removed, %d of 3000 (missing %d, children forked before the resume switch %d)", n, found, missed, before)
+	figure(t, "100 KiB free: %d of the 20000-exit storm read (what the kernel could write); after the filler was removed, %d of 3000 (missing %d, children forked before the resume switch %d)", n, len(second.pids)-missed, missed, before)
 }
 
 // 6b. A pressure episode: for EPISODE (60s) storms run back to back while
