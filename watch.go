@@ -65,6 +65,12 @@ func (w *acctWatch) starved(now time.Time) bool {
 	return w.unmatched >= 3 && now.Sub(w.since) >= lostAfter && !now.Before(w.grace)
 }
 
+// resumed: the kernel resumes at the new file's first record; no verdict on
+// missing records until its next check.
+func (w *acctWatch) resumed(now time.Time, check time.Duration) {
+	w.state, w.unmatched, w.grace = acctOn, 0, now.Add(check)
+}
+
 // acctDecide is the accounting state machine: from what the watch remembers,
 // the time, whether the top directory's file system is below the kernel's
 // resume level, whether one of the recent exits without a record ended its
@@ -110,7 +116,7 @@ func (d *daemon) watchAccounting() {
 		// The kernel looks at the space of a newly switched file at its
 		// first record (kernel/acct.c, acct_on): switching files makes it
 		// resume at once instead of at its next check.
-		w.state, w.unmatched, w.grace = acctOn, 0, d.now.Add(d.limits.check)
+		w.resumed(d.now, d.limits.check)
 		d.resume = true      // pump switches files as soon as no switch is pending
 		if !d.suspendArmed { // else the switch says so
 			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
@@ -151,7 +157,7 @@ func (d *daemon) accounting() string {
 }
 
 // resumeLook is how often the daemon looks at the source file system's free
-// space while the kernel may have suspended accounting (suspendWatch),
+// space while the kernel may have suspended accounting (watchSuspend),
 // besides at every wakeup: space that returns with no exit is seen too.
 const resumeLook = 20 * time.Millisecond
 
@@ -159,6 +165,7 @@ const resumeLook = 20 * time.Millisecond
 // (kernel/acct.c, check_free_space): f_bavail against f_blocks.
 type freeSpace struct{ avail, blocks uint64 }
 
+// lookFree looks at the file system of fd; false when it cannot tell.
 func lookFree(fd int) (freeSpace, bool) {
 	var st unix.Statfs_t
 	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
@@ -224,7 +231,7 @@ func (d *daemon) watchSuspend() {
 	case suspendSwitch:
 		d.resume = true // beginRotation says when it has switched
 		if d.acct.state == acctSuspended {
-			d.acct.state, d.acct.unmatched, d.acct.grace = acctOn, 0, d.now.Add(d.limits.check)
+			d.acct.resumed(d.now, d.limits.check)
 		}
 	}
 }
