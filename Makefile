@@ -16,7 +16,7 @@ atopacctd: $(wildcard *.go) go.mod go.sum
 	go build $(GOFLAGS_BUILD) -o $@ .
 
 # Every test there is, as root, installing what the tests need first (the
-# atop clients into .ci-cache): what CI runs (.ci/run). About 12 minutes.
+# atop clients into .ci-cache): what CI runs (.ci/run). About 20 minutes.
 check:
 	bash .ci/check
 
