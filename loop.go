@@ -271,7 +271,7 @@ func (d *daemon) signalled() {
 // until then goes unrecorded.
 func (d *daemon) pump() error {
 	if d.suspendArmed || d.disk.low {
-		d.watchSuspend()
+		d.watchSuspend(lookFree(d.top))
 	}
 	if d.resume && !d.src.switching && !d.now.Before(d.rotateRetry) {
 		if err := d.beginRotation(); err != nil {
@@ -618,7 +618,8 @@ func (d *daemon) periodic() error {
 	if !d.now.Before(d.nextTick) {
 		d.nextTick = d.now.Add(tick)
 		d.checkDisk()
-		d.watchSuspend()
+		free, ok := lookFree(d.top) // one look serves both watches
+		d.watchSuspend(free, ok)
 		what, err := d.sh.repair()
 		if what != "" {
 			d.log.warnf("%s was removed: recreated it (now at shadow file %d)", what, d.sh.seq)
@@ -626,7 +627,7 @@ func (d *daemon) periodic() error {
 		if err != nil {
 			return fail(exitFiles, err)
 		}
-		d.watchAccounting()
+		d.watchAccounting(free, ok)
 		if d.sem.public < 0 {
 			d.reclaimPublic()
 		}

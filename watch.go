@@ -98,9 +98,9 @@ func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Dura
 }
 
 // watchAccounting gathers the values, asks acctDecide, and acts.
-func (d *daemon) watchAccounting() {
-	f, ok := lookFree(d.top)
-	below := ok && !f.atResume(d.limits)
+// free is a look at the top directory's file system (ok false: it failed).
+func (d *daemon) watchAccounting(free freeSpace, ok bool) {
+	below := ok && !free.atResume(d.limits)
 	w := &d.acct
 	ended := true
 	if w.starved(d.now) && d.nl != nil {
@@ -217,15 +217,15 @@ func suspendDecide(armed bool, f freeSpace, l acctLimits) suspendVerdict {
 	return suspendKeep
 }
 
-// watchSuspend looks at the source file system once (at every tick, and at
-// every wakeup while armed or while the disk guard holds) and acts on
-// suspendDecide. The switch itself is pump's (resume).
-func (d *daemon) watchSuspend() {
-	f, ok := lookFree(d.top)
+// watchSuspend takes a look at the source file system (at every tick, and
+// at every wakeup while armed or while the disk guard holds; ok false: the
+// look failed) and acts on suspendDecide. The switch itself is pump's
+// (resume).
+func (d *daemon) watchSuspend(free freeSpace, ok bool) {
 	if !ok {
 		return
 	}
-	switch suspendDecide(d.suspendArmed, f, d.limits) {
+	switch suspendDecide(d.suspendArmed, free, d.limits) {
 	case suspendArm:
 		d.suspendArmed = true
 	case suspendSwitch:
