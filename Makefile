@@ -21,8 +21,8 @@ check:
 	bash .ci/check
 
 # The fault suite beside a load (.ci/busy: both CPUs busy building Go code,
-# and a few hundred foreign exits a second), RUNS times (default 1); prints
-# each run's wall time and result.
+# and a loop of foreign exits), RUNS times (default 1); prints each run's
+# wall time and result.
 RUNS ?= 1
 check-busy: atopacctd
 	RUNS=$(RUNS) bash .ci/busy
