@@ -237,13 +237,11 @@ func (d *daemon) watchSuspend(free freeSpace, ok bool) {
 }
 
 // freeBelow reports whether the file system of fd has less than pct % of its
-// blocks free, as the kernel counts them; ok is false when it cannot tell.
+// blocks free (exactly, not with the kernel's rounding); ok is false when it
+// cannot tell.
 func freeBelow(fd int, pct int64) (below, ok bool) {
-	var st unix.Statfs_t
-	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
-		return false, false
-	}
-	return uint64(st.Bavail)*100 < uint64(st.Blocks)*uint64(pct), true
+	f, ok := lookFree(fd)
+	return ok && f.avail*100 < f.blocks*uint64(pct), ok
 }
 
 // diskFreePct is the shadow file system's free space below which records
