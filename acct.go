@@ -272,21 +272,6 @@ func (s *source) switchOff() error {
 	return nil
 }
 
-// rawRead is read(2) as a raw system call, which the Go runtime does not
-// track. Each tracked call of a loop turn wakes the runtime's monitor from
-// its sleep (the daemon was idle in the netpoller), and the monitor then
-// polls every 20 µs for a while: at a few hundred exits a second that cost
-// more CPU than the copying. The hot path's calls return at once (a regular
-// file, MSG_DONTWAIT, IPC_NOWAIT, a zero timeout); should one wait for a
-// disk, only the daemon's own signal goroutine waits with it.
-func rawRead(fd int, b []byte) (int, error) {
-	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
 // read fills buf from the file being written with whole records, from where
 // the last read ended (the descriptor's file position: read(2) needs no
 // 64-bit offset split across registers on 32-bit architectures, as
@@ -417,13 +402,3 @@ func (s *source) remove() error {
 
 // close closes the source files, leaving them (and accounting) as they are.
 func (s *source) close() { closeAll(s.fds[:]) }
-
-// closeAll closes the open descriptors among fds and marks them -1.
-func closeAll(fds []int) {
-	for i, fd := range fds {
-		if fd >= 0 {
-			unix.Close(fd)
-			fds[i] = -1
-		}
-	}
-}

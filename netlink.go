@@ -183,7 +183,7 @@ func (c *procConn) send(op uint32) error {
 // caller must read the source file whatever the count says.
 func (c *procConn) drain() (events int, overrun bool, err error) {
 	for {
-		// Raw, as it never waits (MSG_DONTWAIT): see rawRead in acct.go.
+		// Raw, as it never waits (MSG_DONTWAIT): see rawRead in sys.go.
 		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&c.hdrs[0])),
 			recvBatch, unix.MSG_DONTWAIT, 0, 0)
 		switch errno {

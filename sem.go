@@ -52,7 +52,7 @@ type sembuf struct {
 const sizeofSembuf = 6
 
 // The wrappers below are raw system calls, which the Go runtime does not
-// track (see rawRead in acct.go): none of them blocks as the daemon uses
+// track (see rawRead in sys.go): none of them blocks as the daemon uses
 // them (IPC_NOWAIT, or a +1). takeOver's wait alone blocks (semWait).
 
 // semget wraps semget(2).
