@@ -521,18 +521,22 @@ func (d *daemon) catchUp(old *leftover) (int, error) {
 	return n, err
 }
 
-// What the public semaphores say of clients (presence).
+// clientVerdict is what the public semaphores say of clients (presence).
+type clientVerdict int
+
 const (
-	clientsCopy  = iota // a client is registered or attaching: copy
-	clientsDrop         // none, and the shadow files are client-less already: drop
-	clientsReset        // none: take the lock, look again, reset the shadow files
+	clientsCopy  clientVerdict = iota // a client is registered or attaching: copy
+	clientsDrop                       // none, and the shadow files are client-less already: drop
+	clientsReset                      // none: take the lock, look again, reset the shadow files
 )
+
+func (v clientVerdict) String() string { return [...]string{"copy", "drop", "reset"}[v] }
 
 // presence decides from one GETALL: the registered clients, whether the lock
 // is free, and whether the shadow files are in their client-less state. A
 // count below zero (the client semaphore raised above 100 by hand: the set
 // is mode 0666) is tampering, not an absence of clients: copying goes on.
-func presence(clients int, lockFree, empty bool) int {
+func presence(clients int, lockFree, empty bool) clientVerdict {
 	switch {
 	case clients != 0 || !lockFree:
 		return clientsCopy

@@ -74,7 +74,7 @@ func TestPresence(t *testing.T) {
 		clients  int
 		lockFree bool
 		empty    bool
-		want     int
+		want     clientVerdict
 	}{
 		{"a client", 1, true, false, clientsCopy},
 		{"a client, client-less files", 1, true, true, clientsCopy},
@@ -87,7 +87,7 @@ func TestPresence(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := presence(tt.clients, tt.lockFree, tt.empty); got != tt.want {
-				t.Errorf("got %d, want %d", got, tt.want)
+				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -15,17 +15,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// What the daemon knows of process accounting, from exit events that bring
-// no record (only with the proc connector: polling sees no exits).
+// acctState is what the daemon knows of process accounting, from exit
+// events that bring no record (only with the proc connector: polling sees
+// no exits).
+type acctState int
+
 const (
-	acctOn        = iota
-	acctLost      // another program called acct(2): records go elsewhere
-	acctSuspended // the kernel stopped writing: its file system is nearly full
+	acctOn        acctState = iota
+	acctLost                // another program called acct(2): records go elsewhere
+	acctSuspended           // the kernel stopped writing: its file system is nearly full
 )
+
+func (s acctState) String() string { return [...]string{"on", "lost", "suspended"}[s] }
 
 // acctWatch is what the accounting state machine remembers.
 type acctWatch struct {
-	state     int
+	state     acctState
 	unmatched uint64    // exit events since the last record arrived
 	since     time.Time // when the first of them arrived
 	grace     time.Time // no verdict on missing records before this
@@ -50,15 +55,21 @@ func (w *acctWatch) recordsArrived() bool {
 	return back
 }
 
-// What acctDecide tells the watch to do.
+// acctVerdict is what acctDecide tells the watch to do.
+type acctVerdict int
+
 const (
-	acctKeep    = iota
-	acctResume  // suspended, and the file system has room again: the kernel resumes
-	acctSuspend // starved and the file system is below the resume level
-	acctLose    // starved with room to spare: another program took accounting
-	acctReclaim // lost for --reclaim: take it back
-	acctLeaders // starved, but no exit without a record ended a thread group
+	acctKeep    acctVerdict = iota
+	acctResume              // suspended, and the file system has room again: the kernel resumes
+	acctSuspend             // starved and the file system is below the resume level
+	acctLose                // starved with room to spare: another program took accounting
+	acctReclaim             // lost for --reclaim: take it back
+	acctLeaders             // starved, but no exit without a record ended a thread group
 )
+
+func (v acctVerdict) String() string {
+	return [...]string{"keep", "resume", "suspend", "lose", "reclaim", "leaders"}[v]
+}
 
 // starved: at least 3 exits in lostAfter without a record.
 func (w *acctWatch) starved(now time.Time) bool {
@@ -77,7 +88,7 @@ func (w *acctWatch) resumed(now time.Time, check time.Duration) {
 // thread group (ended; leaders' exits while their threads live on bring no
 // record, and prove nothing), and --reclaim (0 = never). A suspended
 // accounting is never reclaimed: the kernel resumes by itself.
-func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Duration) int {
+func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Duration) acctVerdict {
 	starved := w.starved(now)
 	switch {
 	case w.state == acctSuspended:
@@ -145,15 +156,10 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 
 // accounting names the state shown by --status.
 func (d *daemon) accounting() string {
-	switch {
-	case d.acct.state == acctLost:
-		return "lost"
-	case d.acct.state == acctSuspended:
-		return "suspended"
-	case d.nl == nil:
+	if d.acct.state == acctOn && d.nl == nil {
 		return "polling"
 	}
-	return "on"
+	return d.acct.state.String()
 }
 
 // resumeLook is how often the daemon looks at the source file system's free
@@ -256,16 +262,20 @@ type diskGuard struct {
 	skipped  uint64 // records skipped since low
 }
 
-// What diskDecide tells the guard to do.
+// diskVerdict is what diskDecide tells the guard to do.
+type diskVerdict int
+
 const (
-	diskKeep   = iota
-	diskStop   // below diskFreePct: skip records from now on
-	diskResume // space again: copy, and say how many were skipped
+	diskKeep   diskVerdict = iota
+	diskStop               // below diskFreePct: skip records from now on
+	diskResume             // space again: copy, and say how many were skipped
 )
+
+func (v diskVerdict) String() string { return [...]string{"keep", "stop", "resume"}[v] }
 
 // diskDecide compares the guard's state with a fresh look at the free space
 // (ok false: the look failed, nothing changes).
-func diskDecide(wasLow, low, ok bool) int {
+func diskDecide(wasLow, low, ok bool) diskVerdict {
 	switch {
 	case !ok || low == wasLow:
 		return diskKeep

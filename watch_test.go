@@ -14,7 +14,7 @@ func TestAcctDecide(t *testing.T) {
 		w       acctWatch
 		below   bool
 		reclaim time.Duration
-		want    int
+		want    acctVerdict
 		leaders bool // no recent exit without a record ended its thread group
 	}{
 		{"records arrive", acctWatch{}, false, time.Hour, acctKeep, false},
@@ -38,7 +38,7 @@ func TestAcctDecide(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := acctDecide(tt.w, now, tt.below, !tt.leaders, tt.reclaim); got != tt.want {
-				t.Errorf("got %d, want %d", got, tt.want)
+				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -68,7 +68,7 @@ func TestDiskDecide(t *testing.T) {
 	for _, tt := range []struct {
 		name            string
 		wasLow, low, ok bool
-		want            int
+		want            diskVerdict
 	}{
 		{"room, still room", false, false, true, diskKeep},
 		{"room, now low", false, true, true, diskStop},
@@ -79,7 +79,7 @@ func TestDiskDecide(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := diskDecide(tt.wasLow, tt.low, tt.ok); got != tt.want {
-				t.Errorf("got %d, want %d", got, tt.want)
+				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
 	}
