@@ -140,7 +140,7 @@ func wakeupStep(tb testing.TB) (d *daemon, src, events int) {
 	tb.Cleanup(func() { d.wait.close(); unix.Close(fds[0]); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })
 	d.opts.poll, d.opts.gcInterval = time.Second, time.Hour
 	d.now = time.Now()
-	d.nextTick, d.nextGC = d.now.Add(time.Hour), d.now.Add(time.Hour)
+	d.nextTick, d.clients.nextGC = d.now.Add(time.Hour), d.now.Add(time.Hour)
 	d.limits = readAcctLimits()
 	return d, w, fds[1]
 }
@@ -158,7 +158,7 @@ func TestWakeupAllocs(t *testing.T) {
 			unix.Write(w, batch)
 			unix.Write(events, msg)
 			if periodic {
-				d.nextTick, d.nextGC = d.now, d.now
+				d.nextTick, d.clients.nextGC = d.now, d.now
 			}
 			if err := d.wakeup(); err != nil {
 				t.Fatal(err)

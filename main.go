@@ -311,10 +311,9 @@ type daemon struct {
 	stats        counters
 	now          time.Time
 	nextTick     time.Time
-	nextGC       time.Time
-	lockBusy     time.Time // since when collection has found the public lock taken
-	lockStuck    bool      // collecting without the lock (logged once)
 	rotateRetry  time.Time
+
+	clients clientWatch // clients.go
 
 	// The accounting and disk watch (watch.go).
 	acct   acctWatch
@@ -474,7 +473,7 @@ func (d *daemon) confine() error {
 // and the starting process (or systemd) hears that the daemon is ready.
 func (d *daemon) becomeReady() {
 	d.now = time.Now()
-	d.nextTick, d.nextGC = d.now, d.now.Add(d.opts.gcInterval)
+	d.nextTick, d.clients.nextGC = d.now, d.now.Add(d.opts.gcInterval)
 	d.publish()
 	d.shed()
 	if d.ready != nil {
@@ -554,16 +553,6 @@ func (d *daemon) cleanup() {
 		d.pidWritten = false
 		removePidfile(d.opts.pidfile)
 	}
-}
-
-// registered reads the public set: the clients it counts, and whether its
-// lock is held (a client attaching).
-func (d *daemon) registered() (clients int, held bool) {
-	if d.sem.public < 0 {
-		return 0, false
-	}
-	clients, lockFree, err := d.sem.values()
-	return clients, err == nil && !lockFree
 }
 
 // handOver leaves the shadow files to the next daemon, which adopts them, so

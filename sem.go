@@ -96,8 +96,6 @@ type semaphores struct {
 	vals     [2]uint16
 	lockOps  [1]sembuf
 	tookOver bool // from a running daemon (--restart): accounting is on, and ours
-	tampered bool // a client count out of range was seen (logged once)
-	foreign  bool // another process's set holds the public key (logged once)
 }
 
 // daemonRunning reports whether a daemon holds the private set; it only reads.
