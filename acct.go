@@ -12,8 +12,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -236,30 +234,6 @@ func (s *source) reclaim() error {
 	return nil
 }
 
-// acctLimits are the kernel's thresholds from /proc/sys/kernel/acct: it
-// suspends accounting at or below suspend % free space, resumes at resume %,
-// and looks again every check.
-type acctLimits struct {
-	resume, suspend int64
-	check           time.Duration
-}
-
-func readAcctLimits() acctLimits {
-	l := acctLimits{resume: 4, suspend: 2, check: 30 * time.Second} // the kernel's defaults
-	b, err := os.ReadFile("/proc/sys/kernel/acct")
-	f := strings.Fields(string(b))
-	if err != nil || len(f) != 3 {
-		return l
-	}
-	r, err1 := strconv.ParseInt(f[0], 10, 64)
-	s, err2 := strconv.ParseInt(f[1], 10, 64)
-	c, err3 := strconv.ParseInt(f[2], 10, 64)
-	if err1 == nil && err2 == nil && err3 == nil {
-		l = acctLimits{resume: r, suspend: s, check: time.Duration(c) * time.Second}
-	}
-	return l
-}
-
 // switchOff switches accounting off, if the daemon switched it on.
 func (s *source) switchOff() error {
 	if !s.on {
@@ -375,17 +349,19 @@ func (s *source) size() int64 {
 	return st.Size
 }
 
-// dropSelf removes, in place, the records about the daemon itself: those the
-// kernel writes into the old file when the daemon switches files.
-func (s *source) dropSelf(recs []byte) []byte {
-	size := s.format.size
-	out := recs[:0]
+// isSelf reports whether rec is about the daemon itself: the record acct(2)
+// writes into the old file of a switch, of the switching process.
+func (s *source) isSelf(rec []byte) bool { return s.format.isSelf(rec, s.self) }
+
+// others counts the records of recs that are not about the daemon itself.
+func (s *source) others(recs []byte) int {
+	n, size := 0, s.format.size
 	for i := 0; i+size <= len(recs); i += size {
-		if !s.format.isSelf(recs[i:i+size], s.self) {
-			out = append(out, recs[i:i+size]...)
+		if !s.isSelf(recs[i : i+size]) {
+			n++
 		}
 	}
-	return out
+	return n
 }
 
 // remove switches accounting off and deletes the source files.

@@ -129,14 +129,17 @@ func TestParseFormat(t *testing.T) {
 	}
 }
 
-func TestDropSelf(t *testing.T) {
+// TestSelf: the daemon's own record (the one a switch writes into the old
+// file) is told from others', by pid in version 3 and by start time and
+// name in version 2.
+func TestSelf(t *testing.T) {
 	for _, v := range []byte{2, 3, 0x83} {
 		f, _ := parseFormat(record(v, 0, 0, ""))
 		self := record(v, 42, 1000, "atopacctd")
 		s := &source{format: f, self: f.identity(self)}
 		others := [][]byte{
-			record(v, 43, 1001, "atopacctd"), // same name only: kept
-			record(v, 42, 999, "sh"),         // same pid: dropped in v3 only
+			record(v, 43, 1001, "atopacctd"), // same name only: another's
+			record(v, 42, 999, "sh"),         // same pid: the daemon's in v3 only
 			record(v, 7, 5, "true"),
 		}
 		var recs []byte
@@ -145,18 +148,15 @@ func TestDropSelf(t *testing.T) {
 		recs = append(recs, others[1]...)
 		recs = append(recs, self...)
 		recs = append(recs, others[2]...)
-		got := s.dropSelf(recs)
 		wantN := 3
 		if v&0xf == 3 {
 			wantN = 2 // version 3 tells the daemon by its pid alone
 		}
-		if len(got) != wantN*64 {
-			t.Errorf("version %#x: kept %d records, want %d", v, len(got)/64, wantN)
+		if got := s.others(recs); got != wantN {
+			t.Errorf("version %#x: %d records of others, want %d", v, got, wantN)
 		}
-		for i := 0; i < len(got); i += 64 {
-			if f.isSelf(got[i:i+64], s.self) {
-				t.Errorf("version %#x: kept a record of the daemon itself", v)
-			}
+		if !s.isSelf(self) || s.isSelf(others[2]) {
+			t.Errorf("version %#x: isSelf(own record) %v, isSelf(another) %v; want true, false", v, s.isSelf(self), s.isSelf(others[2]))
 		}
 	}
 }

@@ -301,3 +301,43 @@ func (l *leftover) each(file int, off int64, buf []byte, size int, f func(file i
 }
 
 func (l *leftover) close() { closeAll(l.fds[:]) }
+
+// catchUp copies what a crashed daemon left uncopied in its source files
+// (leftover): the records after the newest one the adopted shadow files
+// hold, or all of them when those hold none (a client registered, and the
+// daemon died before its first copy; with no client they are dropped). The
+// stream's last record is this daemon's own when accounting was still on
+// into the old files (acct(2) wrote it there when the daemon switched
+// files): only that one is left out, as records before it may be of
+// processes that had this daemon's pid before it (a storm wraps pid_max).
+// It returns how many records it handed on.
+func (d *daemon) catchUp(old *leftover) (int, error) {
+	size := d.src.format.size
+	last := make([]byte, size)
+	file, off := 0, int64(0)
+	if d.sh.lastRecord(last) {
+		file, off = old.after(last, d.buf)
+	}
+	n, held := 0, false // last holds the stream's last record read so far
+	err := old.each(file, off, d.buf, size, func(_ int, _ int64, recs []byte) error {
+		if held {
+			if err := d.deliverAll(last); err != nil {
+				return err
+			}
+			n++
+		}
+		if body := recs[:len(recs)-size]; len(body) > 0 {
+			if err := d.deliverAll(body); err != nil {
+				return err
+			}
+			n += len(body) / size
+		}
+		held = copy(last, recs[len(recs)-size:]) == size
+		return nil
+	})
+	if err == nil && held && !d.src.isSelf(last) {
+		err = d.deliverAll(last)
+		n++
+	}
+	return n, err
+}

@@ -203,7 +203,7 @@ func (d *daemon) loop() int {
 // monitor then sleeps too, and the signal goroutine runs meanwhile.
 func (d *daemon) wakeup() error {
 	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.clients.nextGC.Sub(d.now))
-	if d.suspendArmed {
+	if d.rot.armed {
 		// No pause, and a short wait: the first look with room switches
 		// files (watchSuspend), and every exit until then goes unrecorded.
 		timeout, d.pause = min(timeout, resumeLook), 0
@@ -269,10 +269,10 @@ func (d *daemon) signalled() {
 // first record) the switch comes first, before any copying: every exit
 // until then goes unrecorded.
 func (d *daemon) pump() error {
-	if d.suspendArmed || d.disk.low {
+	if d.rot.armed || d.disk.low {
 		d.watchSuspend(lookFree(d.top))
 	}
-	if d.resume && !d.src.switching && !d.now.Before(d.rotateRetry) {
+	if !d.src.switching && d.rot.due(d.now, false) { // a resume
 		if err := d.beginRotation(); err != nil {
 			return err
 		}
@@ -291,7 +291,7 @@ func (d *daemon) pump() error {
 		return d.hold()
 	case d.src.switching:
 		return d.finishRotation()
-	case d.src.off < d.opts.sourceMax && !d.resume || d.now.Before(d.rotateRetry):
+	case !d.rot.due(d.now, d.src.off >= d.opts.sourceMax):
 		return nil
 	}
 	if err := d.beginRotation(); err != nil || !d.src.switching {
@@ -314,12 +314,12 @@ func (d *daemon) drain() error {
 		if err != nil {
 			return fail(exitFiles, err)
 		}
-		if d.src.fresh() && d.acct.recordsArrived() {
-			d.log.noticef("accounting records arrive again")
+		if d.src.fresh() {
+			d.recordsArrive()
 		}
 		for start := 0; start < len(raw); {
 			end := start
-			for end < len(raw) && !(d.src.switching && d.src.format.isSelf(raw[end:end+size], d.src.self)) {
+			for end < len(raw) && !(d.src.switching && d.src.isSelf(raw[end:end+size])) {
 				end += size
 			}
 			if end > start {
@@ -340,100 +340,6 @@ func (d *daemon) drain() error {
 			return nil
 		}
 	}
-}
-
-// beginRotation switches the kernel to the other source file, unless the
-// file system is below the kernel's resume level: a newly switched file
-// starts suspended there (kernel/acct.c) and would stay so until the
-// kernel's next check.
-func (d *daemon) beginRotation() error {
-	if f, ok := lookFree(d.top); ok && !f.atResume(d.limits) {
-		d.rotateRetry = d.now.Add(tick)
-		return nil
-	}
-	if err := d.src.beginSwitch(); err != nil {
-		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
-		d.rotateRetry = d.now.Add(tick)
-		return nil
-	}
-	if d.resume && d.suspendArmed {
-		d.log.noticef("%s: %d%% free again: switched files so that the kernel resumes process accounting at once", d.opts.top, d.limits.resume)
-	}
-	d.resume, d.suspendArmed = false, false // the new file is checked at its first record
-	return nil
-}
-
-// finishRotation empties the old source file, now consumed, and reads the
-// new one from then on.
-func (d *daemon) finishRotation() error {
-	switch err := d.src.finishSwitch(); {
-	case errors.Is(err, unix.ENOENT):
-		// Landlock lets no new source file be made; the open ones serve.
-		if !d.srcUnnamed {
-			d.srcUnnamed = true
-			d.log.warnf("%v: a source file was removed; carrying on with the open files", err)
-		}
-	case err != nil:
-		return fail(exitFiles, err)
-	}
-	d.stats.rotations++
-	return nil
-}
-
-// hold keeps the backlog in the source files while the disk guard holds, up
-// to --backlog bytes; beyond, the oldest records are skipped (skip). It
-// switches files as pump does, so that skipped records free their space.
-// Nothing is read meanwhile: a growing backlog tells the accounting watch
-// that records arrive.
-func (d *daemon) hold() error {
-	held := d.src.backlog()
-	if held > d.disk.held && d.acct.recordsArrived() {
-		d.log.noticef("accounting records arrive again")
-	}
-	if over := held - d.opts.backlog; over > 0 {
-		if err := d.skip(over); err != nil {
-			return err
-		}
-	}
-	d.src.seenAll() // copied later, they are no news of accounting
-	d.disk.held = d.src.backlog()
-	if !d.src.switching && (d.src.off >= d.opts.sourceMax || d.resume) && !d.now.Before(d.rotateRetry) {
-		return d.beginRotation()
-	}
-	return nil
-}
-
-// skip consumes the oldest n bytes of the backlog without copying them: the
-// records are counted as skipped, logged once an episode. Reaching the end
-// of a switch's old file finishes the switch.
-func (d *daemon) skip(n int64) error {
-	size := int64(d.src.format.size)
-	if !d.disk.overflow {
-		d.disk.overflow = true
-		d.log.warnf("%s: backlog above --backlog %d bytes: skipping the oldest records", shadowDir, d.opts.backlog)
-	}
-	for n >= size {
-		raw, err := d.src.read(d.buf[:min(int64(len(d.buf)), n/size*size)])
-		if err != nil {
-			return fail(exitFiles, err)
-		}
-		k := len(raw) / int(size)
-		if d.src.switching {
-			k = len(d.src.dropSelf(raw)) / int(size)
-		}
-		d.stats.skipped += uint64(k)
-		d.disk.skipped += uint64(k)
-		n -= int64(len(raw))
-		if len(raw) == 0 {
-			if !d.src.switching {
-				return nil
-			}
-			if err := d.finishRotation(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // deliver copies records to the shadow files when a client may want them,
@@ -466,58 +372,6 @@ func (d *daemon) deliver(recs []byte) (int, error) {
 		return written * size, fail(exitFiles, err)
 	}
 	return len(recs), nil
-}
-
-// deliverAll delivers records that cannot stay in a source file (a
-// previous daemon's, the start's early ones): what deliver holds back is
-// skipped.
-func (d *daemon) deliverAll(recs []byte) error {
-	done, err := d.deliver(recs)
-	if n := uint64((len(recs) - done) / d.src.format.size); n > 0 {
-		d.stats.skipped += n
-		d.disk.skipped += n
-	}
-	return err
-}
-
-// catchUp copies what a crashed daemon left uncopied in its source files
-// (leftover): the records after the newest one the adopted shadow files
-// hold, or all of them when those hold none (a client registered, and the
-// daemon died before its first copy; with no client they are dropped). The
-// stream's last record is this daemon's own when accounting was still on
-// into the old files (acct(2) wrote it there when the daemon switched
-// files): only that one is left out, as records before it may be of
-// processes that had this daemon's pid before it (a storm wraps pid_max).
-// It returns how many records it handed on.
-func (d *daemon) catchUp(old *leftover) (int, error) {
-	size := d.src.format.size
-	last := make([]byte, size)
-	file, off := 0, int64(0)
-	if d.sh.lastRecord(last) {
-		file, off = old.after(last, d.buf)
-	}
-	n, held := 0, false // last holds the stream's last record read so far
-	err := old.each(file, off, d.buf, size, func(_ int, _ int64, recs []byte) error {
-		if held {
-			if err := d.deliverAll(last); err != nil {
-				return err
-			}
-			n++
-		}
-		if body := recs[:len(recs)-size]; len(body) > 0 {
-			if err := d.deliverAll(body); err != nil {
-				return err
-			}
-			n += len(body) / size
-		}
-		held = copy(last, recs[len(recs)-size:]) == size
-		return nil
-	})
-	if err == nil && held && !d.src.format.isSelf(last, d.src.self) {
-		err = d.deliverAll(last)
-		n++
-	}
-	return n, err
 }
 
 // periodic runs the once-a-second duties and the garbage collection.

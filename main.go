@@ -298,22 +298,19 @@ type daemon struct {
 	sig sigPipe
 
 	// The loop (loop.go).
-	wait         waiter
-	buf          []byte // source reads
-	pace         pacer
-	pause        time.Duration // before the next turn: pace's verdict
-	turn         uint64        // records read in this turn
-	stopCode     int           // exit code once a signal asked to stop, else -1
-	replaced     bool          // stopping for a daemon that takes over (SIGUSR2)
-	resume       bool          // switch source files now: the kernel resumes a suspended accounting
-	suspendArmed bool          // the source file system was at the kernel's suspend level since the last switch (watchSuspend)
-	srcUnnamed   bool
-	stats        counters
-	now          time.Time
-	nextTick     time.Time
-	rotateRetry  time.Time
+	wait     waiter
+	buf      []byte // source reads
+	pace     pacer
+	pause    time.Duration // before the next turn: pace's verdict
+	turn     uint64        // records read in this turn
+	stopCode int           // exit code once a signal asked to stop, else -1
+	replaced bool          // stopping for a daemon that takes over (SIGUSR2)
+	stats    counters
+	now      time.Time
+	nextTick time.Time
 
 	clients clientWatch // clients.go
+	rot     rotation    // rotate.go
 
 	// The accounting and disk watch (watch.go).
 	acct   acctWatch

@@ -11,8 +11,6 @@ package main
 
 import (
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // acctState is what the daemon knows of process accounting, from exit
@@ -69,6 +67,14 @@ const (
 
 func (v acctVerdict) String() string {
 	return [...]string{"keep", "resume", "suspend", "lose", "reclaim", "leaders"}[v]
+}
+
+// recordsArrive tells the watch that records arrived, and says so when it
+// had thought accounting lost or suspended.
+func (d *daemon) recordsArrive() {
+	if d.acct.recordsArrived() {
+		d.log.noticef("accounting records arrive again")
+	}
 }
 
 // starved: at least 3 exits in lostAfter without a record.
@@ -128,8 +134,8 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 		// first record (kernel/acct.c, acct_on): switching files makes it
 		// resume at once instead of at its next check.
 		w.resumed(d.now, d.limits.check)
-		d.resume = true      // pump switches files as soon as no switch is pending
-		if !d.suspendArmed { // else the switch says so
+		d.rot.resumeNow() // pump switches files as soon as no switch is pending
+		if !d.rot.armed { // else the switch says so
 			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
 		}
 	case acctSuspend:
@@ -160,145 +166,4 @@ func (d *daemon) accounting() string {
 		return "polling"
 	}
 	return d.acct.state.String()
-}
-
-// resumeLook is how often the daemon looks at the source file system's free
-// space while the kernel may have suspended accounting (watchSuspend),
-// besides at every wakeup: space that returns with no exit is seen too.
-const resumeLook = 20 * time.Millisecond
-
-// freeSpace is one look at a file system's blocks, as the kernel weighs them
-// (kernel/acct.c, check_free_space): f_bavail against f_blocks.
-type freeSpace struct{ avail, blocks uint64 }
-
-// lookFree looks at the file system of fd; false when it cannot tell.
-func lookFree(fd int) (freeSpace, bool) {
-	var st unix.Statfs_t
-	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
-		return freeSpace{}, false
-	}
-	return freeSpace{uint64(st.Bavail), uint64(st.Blocks)}, true
-}
-
-// atSuspend and atResume compare as the kernel does: it suspends when
-// f_bavail <= f_blocks * suspend / 100 and resumes when f_bavail >= f_blocks
-// * resume / 100 (integer division, do_div).
-func (f freeSpace) atSuspend(l acctLimits) bool {
-	return f.avail <= f.blocks*uint64(max(l.suspend, 0))/100
-}
-
-func (f freeSpace) atResume(l acctLimits) bool {
-	return f.avail >= f.blocks*uint64(max(l.resume, 0))/100
-}
-
-// suspendVerdict is what suspendDecide tells the daemon.
-type suspendVerdict int
-
-const (
-	suspendKeep   suspendVerdict = iota
-	suspendArm                   // at or below the suspend level: the kernel may suspend at its next check
-	suspendSwitch                // armed, and at the resume level again: switch files now
-)
-
-func (v suspendVerdict) String() string {
-	return [...]string{"keep", "arm", "switch"}[v]
-}
-
-// suspendDecide: once the source file system has been at or below the
-// kernel's suspend level since the last switch (armed), the kernel may have
-// suspended accounting, and stays suspended until its next check, up to
-// 30 s later, while exits go unrecorded. A newly switched file is checked at
-// its first record (acct_on sets needcheck to now) and starts suspended
-// unless the space is at the resume level: so the daemon switches files as
-// soon as the space is back at that level, and not before.
-func suspendDecide(armed bool, f freeSpace, l acctLimits) suspendVerdict {
-	switch {
-	case f.atSuspend(l):
-		if !armed {
-			return suspendArm
-		}
-	case armed && f.atResume(l):
-		return suspendSwitch
-	}
-	return suspendKeep
-}
-
-// watchSuspend takes a look at the source file system (at every tick, and
-// at every wakeup while armed or while the disk guard holds; ok false: the
-// look failed) and acts on suspendDecide. The switch itself is pump's
-// (resume).
-func (d *daemon) watchSuspend(free freeSpace, ok bool) {
-	if !ok {
-		return
-	}
-	switch suspendDecide(d.suspendArmed, free, d.limits) {
-	case suspendArm:
-		d.suspendArmed = true
-	case suspendSwitch:
-		d.resume = true // beginRotation says when it has switched
-		if d.acct.state == acctSuspended {
-			d.acct.resumed(d.now, d.limits.check)
-		}
-	}
-}
-
-// freeBelow reports whether the file system of fd has less than pct % of its
-// blocks free (exactly, not with the kernel's rounding); ok is false when it
-// cannot tell.
-func freeBelow(fd int, pct int64) (below, ok bool) {
-	f, ok := lookFree(fd)
-	return ok && f.avail*100 < f.blocks*uint64(pct), ok
-}
-
-// diskFreePct is the shadow file system's free space below which records
-// are skipped (as the C daemon does).
-const diskFreePct = 5
-
-// diskGuard remembers whether records are held back for want of space.
-type diskGuard struct {
-	low      bool
-	overflow bool   // the backlog went above --backlog in this episode
-	held     int64  // the backlog at the last look
-	skipped  uint64 // records skipped since low
-}
-
-// diskVerdict is what diskDecide tells the guard to do.
-type diskVerdict int
-
-const (
-	diskKeep   diskVerdict = iota
-	diskStop               // below diskFreePct: skip records from now on
-	diskResume             // space again: copy, and say how many were skipped
-)
-
-func (v diskVerdict) String() string { return [...]string{"keep", "stop", "resume"}[v] }
-
-// diskDecide compares the guard's state with a fresh look at the free space
-// (ok false: the look failed, nothing changes).
-func diskDecide(wasLow, low, ok bool) diskVerdict {
-	switch {
-	case !ok || low == wasLow:
-		return diskKeep
-	case low:
-		return diskStop
-	}
-	return diskResume
-}
-
-// full records that a write found no space: holding starts now.
-func (g *diskGuard) full() {
-	g.low, g.overflow, g.held, g.skipped = true, false, 0, 0
-}
-
-// checkDisk is the disk guard: it logs when skipping starts and ends.
-func (d *daemon) checkDisk() {
-	low, ok := freeBelow(d.sh.dir, diskFreePct)
-	switch diskDecide(d.disk.low, low, ok) {
-	case diskStop:
-		d.disk.full()
-		d.log.warnf("%s: less than %d%% of the file system free: keeping records in the source file (up to --backlog %d bytes)", shadowDir, diskFreePct, d.opts.backlog)
-	case diskResume:
-		d.disk.low = false
-		d.log.noticef("%s: space available again: copying the backlog, %d records skipped", shadowDir, d.disk.skipped)
-	}
 }
