@@ -152,7 +152,7 @@ func (d *daemon) collect() {
 	if removed > 0 {
 		d.log.infof("removed %d unused shadow files", removed)
 	}
-	d.shed() // what rare paths paged in since: the resident set stays the loop's
+	d.mem.shed() // what rare paths paged in since: the resident set stays the loop's
 }
 
 // lockKept reports, of a public lock collect found taken at now, whether it

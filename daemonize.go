@@ -168,6 +168,60 @@ func removePidfile(path string) {
 	}
 }
 
+// readiness is how the daemon tells of its start and its presence: the
+// starting process's pipe (nil with -f), systemd's socket (with -f) and the
+// PID file it wrote ("" when none).
+type readiness struct {
+	pipe    *os.File
+	notify  notifier
+	pidfile string
+}
+
+func newReadiness(pipe *os.File) readiness { return readiness{pipe: pipe, notify: notifier{fd: -1}} }
+
+// writePid writes the PID file path ("" for none).
+func (r *readiness) writePid(path string) error {
+	if err := writePidfile(path); err != nil {
+		return err
+	}
+	r.pidfile = path
+	return nil
+}
+
+// connect connects to systemd's $NOTIFY_SOCKET, if set.
+func (r *readiness) connect() (err error) {
+	r.notify, err = openNotify()
+	return err
+}
+
+// report tells the starting process the start's outcome (exitOK, or the
+// code and error of a failure), once; the pipe is closed after.
+func (r *readiness) report(code int, err error) error {
+	if r.pipe == nil {
+		return nil
+	}
+	_, werr := r.pipe.Write(formatReady(code, err)) // the starting process reads this line or EOF
+	r.pipe.Close()
+	r.pipe = nil
+	return werr
+}
+
+// notifyReady tells systemd the daemon is ready, and closes the socket.
+func (r *readiness) notifyReady() error {
+	err := r.notify.send("READY=1")
+	r.notify.close()
+	return err
+}
+
+// close closes the socket and removes the PID file.
+func (r *readiness) close() {
+	r.notify.close()
+	if r.pidfile != "" {
+		removePidfile(r.pidfile)
+		r.pidfile = ""
+	}
+}
+
 // notifier is the socket $NOTIFY_SOCKET names (systemd Type=notify),
 // connected before the sandbox; fd is -1 when there is none.
 type notifier struct {

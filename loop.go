@@ -42,10 +42,21 @@ const (
 // few hundred exits a second in storm pauses. Below stormRate every exit is
 // copied at once.
 type pacer struct {
-	start   time.Time // of the window being counted
-	records uint64    // records copied in it so far
-	storm   bool      // the last window was a storm
+	start   time.Time     // of the window being counted
+	records uint64        // records copied in it so far
+	storm   bool          // the last window was a storm
+	turn    uint64        // records copied or dropped in this turn
+	pause   time.Duration // before the next turn: next's verdict on the last
 }
+
+// startTurn starts counting a turn's records.
+func (p *pacer) startTurn() { p.turn = 0 }
+
+// count counts n records copied or dropped in this turn.
+func (p *pacer) count(n uint64) { p.turn += n }
+
+// endTurn takes the pause before the next turn from this one's records.
+func (p *pacer) endTurn(now time.Time) { p.pause = p.next(now, p.turn) }
 
 // next takes the end of a turn and the records it copied, and returns the
 // pause before the next turn (0: wait for the next event).
@@ -203,19 +214,21 @@ func (d *daemon) loop() int {
 // monitor then sleeps too, and the signal goroutine runs meanwhile.
 func (d *daemon) wakeup() error {
 	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.clients.nextGC.Sub(d.now))
+	pause := d.pace.pause
 	if d.rot.armed {
 		// No pause, and a short wait: the first look with room switches
 		// files (watchSuspend), and every exit until then goes unrecorded.
-		timeout, d.pause = min(timeout, resumeLook), 0
+		timeout, pause = min(timeout, resumeLook), 0
 	}
-	if d.pause > 0 && d.nl != nil {
-		time.Sleep(min(timeout, d.pause))
+	if pause > 0 && d.nl != nil {
+		time.Sleep(min(timeout, pause))
 		timeout = 0 // then only a look
 	}
 	if err := d.wait.wait(timeout); err != nil {
 		return err
 	}
-	d.now, d.turn = time.Now(), 0
+	d.now = time.Now()
+	d.pace.startTurn()
 	if d.sig.pending.Swap(false) {
 		d.signalled()
 		if d.stopCode >= 0 {
@@ -230,7 +243,7 @@ func (d *daemon) wakeup() error {
 	if err := d.pump(); err != nil {
 		return err
 	}
-	d.pause = d.pace.next(d.now, d.turn)
+	d.pace.endTurn(d.now)
 	return d.periodic()
 }
 
@@ -354,14 +367,14 @@ func (d *daemon) deliver(recs []byte) (int, error) {
 	}
 	switch {
 	case !want:
-		d.turn += uint64(len(recs) / size)
+		d.pace.count(uint64(len(recs) / size))
 		d.stats.dropped += uint64(len(recs) / size)
 		return len(recs), nil
 	case d.disk.low:
 		return 0, nil
 	}
 	written, err := d.sh.write(recs)
-	d.turn += uint64(written)
+	d.pace.count(uint64(written))
 	d.stats.copied += uint64(written)
 	if errors.Is(err, errDiskFull) {
 		d.disk.full()

@@ -283,11 +283,7 @@ type daemon struct {
 	opts options
 	log  *logger
 
-	// Startup and readiness (main.go, daemonize.go).
-	ready      *os.File // the starting process's readiness pipe; nil with -f
-	notify     notifier // systemd's $NOTIFY_SOCKET, with -f
-	pidWritten bool
-	text       [][2]uintptr // the executable's read-only pages (sandbox.go: shed)
+	ready readiness // daemonize.go
 
 	// Kernel resources, acquired at start, released by cleanup.
 	top int // top directory
@@ -301,15 +297,14 @@ type daemon struct {
 	wait     waiter
 	buf      []byte // source reads
 	pace     pacer
-	pause    time.Duration // before the next turn: pace's verdict
-	turn     uint64        // records read in this turn
-	stopCode int           // exit code once a signal asked to stop, else -1
-	replaced bool          // stopping for a daemon that takes over (SIGUSR2)
+	stopCode int  // exit code once a signal asked to stop, else -1
+	replaced bool // stopping for a daemon that takes over (SIGUSR2)
 	stats    counters
 	now      time.Time
 	nextTick time.Time
 
 	clients clientWatch // clients.go
+	mem     memory      // memory.go
 	rot     rotation    // rotate.go
 
 	// The accounting and disk watch (watch.go).
@@ -318,18 +313,13 @@ type daemon struct {
 	disk   diskGuard
 
 	// The status file (status.go).
-	status     [2][]byte // published, being built
-	statusName []byte
-	mem        *runtime.MemStats // for the status: the hot path must cause no GC
+	status statusFile
 }
 
 func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
-	d := &daemon{opts: o, log: log, top: top, ready: ready, notify: notifier{fd: -1}, sig: sigPipe{r: -1, w: -1},
+	d := &daemon{opts: o, log: log, top: top, ready: newReadiness(ready), sig: sigPipe{r: -1, w: -1},
 		stopCode: -1, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
-		statusName: cstr(statusName)}
-	d.mem = new(runtime.MemStats)
-	d.status[0] = make([]byte, 0, 1024)
-	d.status[1] = make([]byte, 0, 1024)
+		status: newStatusFile(), mem: newMemory()}
 	return d
 }
 
@@ -353,7 +343,7 @@ func (d *daemon) acquire() error {
 	if err := d.sig.open(); err != nil {
 		return fail(exitFiles, err)
 	}
-	d.text = textRanges()
+	d.mem.text = textRanges()
 	unix.Umask(0o022)
 	old := openLeftover(d.top) // before create replaces their names
 	defer old.close()
@@ -373,17 +363,16 @@ func (d *daemon) acquire() error {
 		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
 	}
 	d.nl = nl
-	if err := writePidfile(d.opts.pidfile); err != nil { // before accounting is on
+	if err := d.ready.writePid(d.opts.pidfile); err != nil { // before accounting is on
 		return fail(exitFiles, err)
 	}
-	d.pidWritten = d.opts.pidfile != ""
 	if err := d.src.switchOn(); err != nil {
 		if errors.Is(err, errFormat) {
 			return fail(exitFormat, err)
 		}
 		return fail(exitAcct, err)
 	}
-	d.shed()
+	d.mem.shed()
 	d.sh.recSize = d.src.format.size
 	d.buf = make([]byte, readRecords*d.src.format.size)
 	if d.sh.adopted {
@@ -415,10 +404,9 @@ func (d *daemon) acquire() error {
 	if err := renice(); err != nil {
 		d.log.noticef("nice -20: %v: copying at the usual priority", err)
 	}
-	d.shed()
+	d.mem.shed()
 	if d.opts.foreground {
-		var err error
-		if d.notify, err = openNotify(); err != nil {
+		if err := d.ready.connect(); err != nil {
 			d.log.warnf("%v: systemd will not hear that the daemon is ready", err)
 		}
 	}
@@ -449,10 +437,7 @@ func (d *daemon) confine() error {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
 		return nil
 	}
-	c := sandboxConfig{top: d.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public}
-	if d.pidWritten {
-		c.pidfile = d.opts.pidfile
-	}
+	c := sandboxConfig{top: d.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public, pidfile: d.ready.pidfile}
 	if d.nl != nil {
 		c.netlink = d.nl.fd
 	}
@@ -472,18 +457,13 @@ func (d *daemon) becomeReady() {
 	d.now = time.Now()
 	d.nextTick, d.clients.nextGC = d.now, d.now.Add(d.opts.gcInterval)
 	d.publish()
-	d.shed()
-	if d.ready != nil {
-		if _, err := d.ready.Write(formatReady(exitOK, nil)); err != nil {
-			d.log.warnf("readiness pipe: %v: the starting process may report a failure", err)
-		}
-		d.ready.Close()
-		d.ready = nil
+	d.mem.shed()
+	if err := d.ready.report(exitOK, nil); err != nil {
+		d.log.warnf("readiness pipe: %v: the starting process may report a failure", err)
 	}
-	if err := d.notify.send("READY=1"); err != nil {
+	if err := d.ready.notifyReady(); err != nil {
 		d.log.warnf("%v: systemd will not hear that the daemon is ready", err)
 	}
-	d.notify.close()
 	d.log.noticef("started %s: top %s, %s, %d records per shadow file", version, d.opts.top, d.accounting(), d.opts.records)
 	if len(d.opts.top) > oldAtopTop {
 		d.log.warnf("top directory %s: longer than %d bytes, which atop before 2.12 cuts (its path buffers hold 128)", d.opts.top, oldAtopTop)
@@ -497,11 +477,7 @@ func (d *daemon) abort(err error) int {
 	code := exitCode(err, exitInternal)
 	d.log.errorf("%v", err)
 	d.cleanup()
-	if d.ready != nil {
-		d.ready.Write(formatReady(code, err)) // the starting process reads this line or EOF
-		d.ready.Close()
-		d.ready = nil
-	}
+	d.ready.report(code, err)
 	return code
 }
 
@@ -545,11 +521,7 @@ func (d *daemon) cleanup() {
 	d.nl.close()
 	d.nl = nil
 	d.wait.close()
-	d.notify.close()
-	if d.pidWritten {
-		d.pidWritten = false
-		removePidfile(d.opts.pidfile)
-	}
+	d.ready.close()
 }
 
 // handOver leaves the shadow files to the next daemon, which adopts them, so
@@ -575,7 +547,7 @@ func (d *daemon) handOver(clients int) {
 			d.log.warnf("%s: %d bytes of records held for want of space are not copied", shadowDir, n)
 		}
 	}
-	unlinkat(d.sh.dir, d.statusName, 0)
+	d.status.remove(d.sh.dir)
 	d.sh.close()
 	d.log.noticef("%d clients registered: %s and the public semaphore set kept for the next daemon", clients, shadowDir)
 }

@@ -64,41 +64,6 @@ func prepareSandbox() {
 	_, _ = time.Now().Zone() // loads /etc/localtime for syslog lines
 }
 
-// textRanges returns the read-only mappings of the daemon's own executable
-// (code and constants), read from /proc/self/maps before the sandbox hides it.
-func textRanges() [][2]uintptr {
-	exe, _ := os.Readlink("/proc/self/exe")
-	b, err := os.ReadFile("/proc/self/maps")
-	if err != nil || exe == "" {
-		return nil
-	}
-	var r [][2]uintptr
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || f[5] != exe || strings.Contains(f[1], "w") {
-			continue
-		}
-		var lo, hi uintptr
-		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil {
-			r = append(r, [2]uintptr{lo, hi})
-		}
-	}
-	return r
-}
-
-// shed unmaps the pages of the executable that start-up has touched so far:
-// they come back from the page cache when used. The Go runtime's start maps
-// nearly the whole static binary (the kernel maps 64 KiB around every
-// fault); shed between start-up steps, the resident set holds one step's
-// code at a time and, once running, the loop's, not the argument parser's
-// and libcap's: the peak stays near what the runtime's start alone takes.
-// Each garbage collection sheds again what rarer paths paged in meanwhile.
-func (d *daemon) shed() {
-	for _, r := range d.text {
-		unix.Syscall(unix.SYS_MADVISE, r[0], r[1]-r[0], unix.MADV_DONTNEED)
-	}
-}
-
 // sandbox applies, in this order: resource limits, capabilities,
 // no_new_privs, Landlock, seccomp. Landlock missing from the kernel is not
 // an error: it returns a note to log.

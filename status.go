@@ -65,10 +65,21 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = line(b, "exit events: ", d.stats.events)
 	b = line(b, "event overruns: ", d.stats.overruns)
 	b = line(b, "log lines dropped: ", d.log.dropped)
-	runtime.ReadMemStats(d.mem) // stops the world: one goroutine, microseconds
-	b = line(b, "gc cycles: ", uint64(d.mem.NumGC))
+	b = line(b, "gc cycles: ", d.mem.gcCycles())
 	b = line(b, "goroutines: ", uint64(runtime.NumGoroutine()))
 	return line(b, "source rotations: ", d.stats.rotations)
+}
+
+// statusFile is the status file's name and its content as published and
+// as being built: rewriting it allocates nothing.
+type statusFile struct {
+	name      []byte
+	published []byte
+	next      []byte
+}
+
+func newStatusFile() statusFile {
+	return statusFile{name: cstr(statusName), published: make([]byte, 0, 1024), next: make([]byte, 0, 1024)}
 }
 
 // publish rewrites the status file in place if its content changed: a
@@ -76,20 +87,28 @@ func (d *daemon) appendStatus(b []byte) []byte {
 // system, when "records skipped" matters most. A reader may catch it half
 // written: --status reads until two reads agree.
 func (d *daemon) publish() {
-	b := d.appendStatus(d.status[1][:0])
-	if bytes.Equal(b, d.status[0]) {
+	d.status.next = d.appendStatus(d.status.next[:0])
+	d.status.write(d.sh.dir)
+}
+
+// write puts next in the file in dir, unless it is what was published.
+func (s *statusFile) write(dir int) {
+	if bytes.Equal(s.next, s.published) {
 		return
 	}
-	fd, err := createFile(d.sh.dir, d.statusName, false, 0o644)
+	fd, err := createFile(dir, s.name, false, 0o644)
 	if err != nil {
 		return // the status is informative: the next second tries again
 	}
-	n, err := unix.Pwrite(fd, b, 0)
-	if err == nil && n == len(b) && unix.Ftruncate(fd, int64(n)) == nil {
-		d.status[0] = append(d.status[0][:0], b...)
+	n, err := unix.Pwrite(fd, s.next, 0)
+	if err == nil && n == len(s.next) && unix.Ftruncate(fd, int64(n)) == nil {
+		s.published = append(s.published[:0], s.next...)
 	}
 	unix.Close(fd)
 }
+
+// remove removes the status file from dir (a daemon handing over).
+func (s *statusFile) remove(dir int) { unlinkat(dir, s.name, 0) }
 
 // readStatus reads the status file until two reads agree (the daemon
 // rewrites it in place).
