@@ -121,10 +121,11 @@ type source struct {
 	cur    int
 	off    int64 // bytes consumed from fds[cur]
 	format recordFormat
-	self   string // identity of the daemon's own records
-	early  int64  // bytes of other records in pacct_source.next at switchOn
-	seen   int64  // the end of the records read so far from fds[cur]
-	on     bool   // accounting is the daemon's to switch off: it switched it on, or took it over (--restart)
+	self   string     // identity of the daemon's own records
+	early  int64      // bytes of other records in pacct_source.next at switchOn
+	seen   int64      // the end of the records read so far from fds[cur]
+	on     bool       // accounting is the daemon's to switch off: it switched it on, or took it over (--restart)
+	limits acctLimits // the kernel's suspend and resume levels for the files' file system
 
 	switching bool // the kernel writes the other file; fds[cur] is still being read
 
@@ -149,6 +150,7 @@ func (s *source) create() error {
 		s.fds[i] = fd
 		s.paths[i] = cstr("/proc/self/fd/" + strconv.Itoa(fd))
 	}
+	s.limits = readAcctLimits()
 	return nil
 }
 
@@ -233,6 +235,13 @@ func (s *source) reclaim() error {
 	}
 	return nil
 }
+
+// inherit takes accounting on into these files as the daemon's own: a
+// daemon taking over (--restart) left it on.
+func (s *source) inherit() { s.on = true }
+
+// leaveOn leaves accounting on at switchOff, for the daemon taking over.
+func (s *source) leaveOn() { s.on = false }
 
 // switchOff switches accounting off, if the daemon switched it on.
 func (s *source) switchOff() error {

@@ -117,11 +117,11 @@ func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Dura
 // watchAccounting gathers the values, asks acctDecide, and acts.
 // free is a look at the top directory's file system (ok false: it failed).
 func (d *daemon) watchAccounting(free freeSpace, ok bool) {
-	below := ok && !free.atResume(d.limits)
+	below := ok && !free.atResume(d.src.limits)
 	w := &d.acct
 	ended := true
-	if w.starved(d.now) && d.nl != nil {
-		ended = d.nl.groupEnded(w.unmatched)
+	if w.starved(d.now) && !d.wait.polling() {
+		ended = d.wait.nl.groupEnded(w.unmatched)
 	}
 	switch acctDecide(*w, d.now, below, ended, d.opts.reclaim) {
 	case acctLeaders:
@@ -133,15 +133,15 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 		// The kernel looks at the space of a newly switched file at its
 		// first record (kernel/acct.c, acct_on): switching files makes it
 		// resume at once instead of at its next check.
-		w.resumed(d.now, d.limits.check)
+		w.resumed(d.now, d.src.limits.check)
 		d.rot.resumeNow() // pump switches files as soon as no switch is pending
 		if !d.rot.armed { // else the switch says so
-			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.limits.resume)
+			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.src.limits.resume)
 		}
 	case acctSuspend:
 		w.state = acctSuspended
 		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
-			d.opts.top, d.limits.resume, d.limits.suspend, d.limits.resume)
+			d.opts.top, d.src.limits.resume, d.src.limits.suspend, d.src.limits.resume)
 	case acctLose:
 		w.state, w.lostAt = acctLost, d.now
 		then := "never taking it back (--reclaim 0)"
@@ -162,7 +162,7 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 
 // accounting names the state shown by --status.
 func (d *daemon) accounting() string {
-	if d.acct.state == acctOn && d.nl == nil {
+	if d.acct.state == acctOn && d.wait.polling() {
 		return "polling"
 	}
 	return d.acct.state.String()

@@ -135,8 +135,8 @@ func (p *sigPipe) open() error {
 type waiter struct {
 	file *os.File
 	rc   syscall.RawConn
-	nl   *procConn // nil while polling
-	sig  *sigPipe
+	nl   *procConn // the proc connector; nil while polling
+	sig  sigPipe
 	look func(fd uintptr) bool // made once: a method value per wait would allocate
 
 	// What the last wait drained from netlink.
@@ -145,9 +145,27 @@ type waiter struct {
 	err     error
 }
 
-// open registers a duplicate of fd (non-blocking) with the netpoller: nl's
-// socket, or the signal pipe when nl is nil.
-func (w *waiter) open(fd int, nl *procConn, sig *sigPipe) error {
+func newWaiter() waiter { return waiter{sig: sigPipe{r: -1, w: -1}} }
+
+// attach makes nl the source of exit events (nil: polling).
+func (w *waiter) attach(nl *procConn) { w.nl = nl }
+
+// poll gives up the proc connector: the daemon polls from now on.
+func (w *waiter) poll() {
+	w.nl.close()
+	w.nl = nil
+}
+
+// polling says whether the daemon polls (no proc connector).
+func (w *waiter) polling() bool { return w.nl == nil }
+
+// open registers a duplicate (non-blocking) of the proc connector's socket,
+// or of the signal pipe while polling, with the netpoller.
+func (w *waiter) open() error {
+	fd := w.sig.r
+	if w.nl != nil {
+		fd = w.nl.fd
+	}
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return os.NewSyscallError("wait: fcntl F_DUPFD_CLOEXEC", err)
@@ -157,7 +175,6 @@ func (w *waiter) open(fd int, nl *procConn, sig *sigPipe) error {
 		w.close()
 		return fmt.Errorf("wait: %w", err)
 	}
-	w.nl, w.sig = nl, sig
 	w.look = func(uintptr) bool {
 		if w.nl != nil {
 			events, overrun, err := w.nl.drain()
@@ -167,7 +184,7 @@ func (w *waiter) open(fd int, nl *procConn, sig *sigPipe) error {
 		}
 		return w.events > 0 || w.overrun || w.err != nil || w.sig.pending.Load()
 	}
-	sig.waiting.Store(w.file)
+	w.sig.waiting.Store(w.file)
 	return nil
 }
 
@@ -189,7 +206,9 @@ func (w *waiter) wait(timeout time.Duration) error {
 	return w.err
 }
 
+// close closes the wait and the proc connector.
 func (w *waiter) close() {
+	w.poll()
 	if w.file != nil {
 		w.sig.waiting.Store(nil)
 		w.file.Close()
@@ -197,16 +216,27 @@ func (w *waiter) close() {
 	}
 }
 
+// stopRequest is why the loop stops: code is -1 until a signal or a fatal
+// error asks it to, then the exit code (the last request's).
+type stopRequest struct {
+	code     int
+	replaced bool // for a daemon that takes over (SIGUSR2)
+}
+
+func (r *stopRequest) asked() bool   { return r.code >= 0 }
+func (r *stopRequest) ask(code int)  { r.code = code }
+func (r *stopRequest) forSuccessor() { r.replaced, r.code = true, exitOK }
+
 // loop runs turns until a signal or a fatal error, then cleans up.
 func (d *daemon) loop() int {
-	for d.stopCode < 0 {
+	for !d.stop.asked() {
 		if err := d.wakeup(); err != nil {
 			d.log.errorf("%v: accounting switched off, stopping", err)
-			d.stopCode = exitCode(err, exitFiles)
+			d.stop.ask(exitCode(err, exitFiles))
 		}
 	}
 	d.cleanup()
-	return d.stopCode
+	return d.stop.code
 }
 
 // wakeup is one turn of the loop: pause or wait, signals, events, copy,
@@ -220,7 +250,7 @@ func (d *daemon) wakeup() error {
 		// files (watchSuspend), and every exit until then goes unrecorded.
 		timeout, pause = min(timeout, resumeLook), 0
 	}
-	if pause > 0 && d.nl != nil {
+	if pause > 0 && !d.wait.polling() {
 		time.Sleep(min(timeout, pause))
 		timeout = 0 // then only a look
 	}
@@ -229,9 +259,9 @@ func (d *daemon) wakeup() error {
 	}
 	d.now = time.Now()
 	d.pace.startTurn()
-	if d.sig.pending.Swap(false) {
+	if d.wait.sig.pending.Swap(false) {
 		d.signalled()
-		if d.stopCode >= 0 {
+		if d.stop.asked() {
 			return nil
 		}
 	}
@@ -250,7 +280,7 @@ func (d *daemon) wakeup() error {
 // signalled handles what arrived on the signal pipe.
 func (d *daemon) signalled() {
 	var b [16]byte
-	n, _ := unix.Read(d.sig.r, b[:])
+	n, _ := unix.Read(d.wait.sig.r, b[:])
 	for _, s := range b[:max(n, 0)] {
 		switch syscall.Signal(s) {
 		case unix.SIGUSR1:
@@ -258,7 +288,7 @@ func (d *daemon) signalled() {
 				d.stats.copied, d.stats.dropped, d.stats.skipped, d.stats.events, d.stats.overruns, d.stats.rotations, d.sh.seq, d.sh.max)
 		case unix.SIGTERM:
 			d.log.noticef("SIGTERM: stopping")
-			d.stopCode = exitOK
+			d.stop.ask(exitOK)
 		case unix.SIGUSR2:
 			// From atopacctd --restart, which waits on the private set.
 			if !d.sem.successorWaiting() {
@@ -266,10 +296,10 @@ func (d *daemon) signalled() {
 				continue
 			}
 			d.log.noticef("SIGUSR2: stopping for the daemon taking over")
-			d.replaced, d.stopCode = true, exitOK
+			d.stop.forSuccessor()
 		default:
 			d.log.noticef("%s: stopping", syscall.Signal(s))
-			d.stopCode = 128 + int(s)
+			d.stop.ask(128 + int(s))
 		}
 	}
 }

@@ -127,21 +127,20 @@ func wakeupStep(tb testing.TB) (d *daemon, src, events int) {
 		tb.Fatal(err)
 	}
 	unix.SetNonblock(fds[0], true)
-	d.nl = &procConn{fd: fds[0]}
-	d.nl.setBuffers()
+	d.wait.nl = &procConn{fd: fds[0]}
+	d.wait.nl.setBuffers()
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		tb.Fatal(err)
 	}
-	d.sig.r, d.sig.w = p[0], p[1]
-	if err := d.wait.open(d.nl.fd, d.nl, &d.sig); err != nil {
+	d.wait.sig.r, d.wait.sig.w = p[0], p[1]
+	if err := d.wait.open(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { d.wait.close(); unix.Close(fds[0]); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })
+	tb.Cleanup(func() { d.wait.close(); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })
 	d.opts.poll, d.opts.gcInterval = time.Second, time.Hour
 	d.now = time.Now()
 	d.nextTick, d.clients.nextGC = d.now.Add(time.Hour), d.now.Add(time.Hour)
-	d.limits = readAcctLimits()
 	return d, w, fds[1]
 }
 

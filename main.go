@@ -290,15 +290,12 @@ type daemon struct {
 	src *source
 	sh  *shadow
 	sem semaphores
-	nl  *procConn // nil while polling
-	sig sigPipe
 
 	// The loop (loop.go).
 	wait     waiter
 	buf      []byte // source reads
 	pace     pacer
-	stopCode int  // exit code once a signal asked to stop, else -1
-	replaced bool // stopping for a daemon that takes over (SIGUSR2)
+	stop     stopRequest
 	stats    counters
 	now      time.Time
 	nextTick time.Time
@@ -308,17 +305,16 @@ type daemon struct {
 	rot     rotation    // rotate.go
 
 	// The accounting and disk watch (watch.go).
-	acct   acctWatch
-	limits acctLimits
-	disk   diskGuard
+	acct acctWatch
+	disk diskGuard
 
 	// The status file (status.go).
 	status statusFile
 }
 
 func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
-	d := &daemon{opts: o, log: log, top: top, ready: newReadiness(ready), sig: sigPipe{r: -1, w: -1},
-		stopCode: -1, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
+	d := &daemon{opts: o, log: log, top: top, ready: newReadiness(ready), wait: newWaiter(),
+		stop: stopRequest{code: -1}, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		status: newStatusFile(), mem: newMemory()}
 	return d
 }
@@ -339,8 +335,10 @@ func (d *daemon) acquire() error {
 	if err != nil {
 		return fail(exitRunning, err)
 	}
-	d.src.on = d.sem.tookOver // on into the old daemon's source file
-	if err := d.sig.open(); err != nil {
+	if d.sem.tookOver {
+		d.src.inherit() // on into the old daemon's source files
+	}
+	if err := d.wait.sig.open(); err != nil {
 		return fail(exitFiles, err)
 	}
 	d.mem.text = textRanges()
@@ -350,7 +348,6 @@ func (d *daemon) acquire() error {
 	if err := d.src.create(); err != nil {
 		return fail(exitFiles, err)
 	}
-	d.limits = readAcctLimits()
 	note, err = d.sh.create()
 	if note != "" {
 		d.log.noticef("%s", note)
@@ -362,7 +359,7 @@ func (d *daemon) acquire() error {
 	if err != nil {
 		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
 	}
-	d.nl = nl
+	d.wait.attach(nl)
 	if err := d.ready.writePid(d.opts.pidfile); err != nil { // before accounting is on
 		return fail(exitFiles, err)
 	}
@@ -373,7 +370,7 @@ func (d *daemon) acquire() error {
 		return fail(exitAcct, err)
 	}
 	d.mem.shed()
-	d.sh.recSize = d.src.format.size
+	d.sh.setRecordSize(d.src.format.size)
 	d.buf = make([]byte, readRecords*d.src.format.size)
 	if d.sh.adopted {
 		n, err := d.catchUp(&old)
@@ -387,18 +384,13 @@ func (d *daemon) acquire() error {
 	if err := d.src.takeEarly(d.buf, d.deliverAll); err != nil {
 		return fail(exitFiles, err)
 	}
-	if d.nl != nil {
-		if err := d.nl.probe(); err != nil {
+	if !d.wait.polling() {
+		if err := d.wait.nl.probe(); err != nil {
 			d.log.warnf("%v: polling every %s", err, d.opts.poll)
-			d.nl.close()
-			d.nl = nil
+			d.wait.poll()
 		}
 	}
-	fd := d.sig.r
-	if d.nl != nil {
-		fd = d.nl.fd
-	}
-	if err := d.wait.open(fd, d.nl, &d.sig); err != nil {
+	if err := d.wait.open(); err != nil {
 		return fail(exitFiles, err)
 	}
 	if err := renice(); err != nil {
@@ -438,8 +430,8 @@ func (d *daemon) confine() error {
 		return nil
 	}
 	c := sandboxConfig{top: d.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public, pidfile: d.ready.pidfile}
-	if d.nl != nil {
-		c.netlink = d.nl.fd
+	if !d.wait.polling() {
+		c.netlink = d.wait.nl.fd
 	}
 	note, err := sandbox(c)
 	if err != nil {
@@ -493,11 +485,11 @@ func (d *daemon) abort(err error) int {
 // leaves accounting on into the source files and hands everything over. It
 // is safe to call more than once.
 func (d *daemon) cleanup() {
-	replaced := d.replaced && d.sem.successorWaiting()
+	replaced := d.stop.replaced && d.sem.successorWaiting()
 	if replaced {
 		// The next daemon copies on from the source files: nothing is lost
 		// between the two.
-		d.src.on = false
+		d.src.leaveOn()
 		d.log.noticef("accounting left on for the daemon taking over")
 	}
 	if err := d.src.switchOff(); err != nil {
@@ -518,8 +510,6 @@ func (d *daemon) cleanup() {
 	} else if err := d.src.remove(); err != nil {
 		d.log.errorf("%v", err)
 	}
-	d.nl.close()
-	d.nl = nil
 	d.wait.close()
 	d.ready.close()
 }
@@ -543,7 +533,7 @@ func (d *daemon) handOver(clients int) {
 		if err != nil {
 			d.log.errorf("%v", err)
 		}
-		if n := d.src.backlog(); d.disk.low && n > 0 && !d.replaced {
+		if n := d.src.backlog(); d.disk.low && n > 0 && !d.stop.replaced {
 			d.log.warnf("%s: %d bytes of records held for want of space are not copied", shadowDir, n)
 		}
 	}

@@ -58,7 +58,7 @@ func (r *rotation) switched() (resumed bool) {
 // starts suspended there (kernel/acct.c) and would stay so until the
 // kernel's next check.
 func (d *daemon) beginRotation() error {
-	if f, ok := lookFree(d.top); ok && !f.atResume(d.limits) {
+	if f, ok := lookFree(d.top); ok && !f.atResume(d.src.limits) {
 		d.rot.later(d.now)
 		return nil
 	}
@@ -68,7 +68,7 @@ func (d *daemon) beginRotation() error {
 		return nil
 	}
 	if d.rot.switched() {
-		d.log.noticef("%s: %d%% free again: switched files so that the kernel resumes process accounting at once", d.opts.top, d.limits.resume)
+		d.log.noticef("%s: %d%% free again: switched files so that the kernel resumes process accounting at once", d.opts.top, d.src.limits.resume)
 	}
 	return nil
 }

@@ -123,6 +123,10 @@ type shadow struct {
 	content                       [48]byte // content of current
 }
 
+// setRecordSize sets the size of the records the kernel writes, known once
+// accounting is on.
+func (s *shadow) setRecordSize(n int) { s.recSize = n }
+
 func newShadow(top int, max int64) *shadow {
 	return &shadow{top: top, dir: -1, fd: -1, max: max,
 		dirName: cstr(shadowDir), curName: cstr(currentName), curTmp: cstr(currentTmp), dot: cstr(".")}

@@ -111,13 +111,13 @@ func (d *daemon) watchSuspend(free freeSpace, ok bool) {
 	if !ok {
 		return
 	}
-	switch suspendDecide(d.rot.armed, free, d.limits) {
+	switch suspendDecide(d.rot.armed, free, d.src.limits) {
 	case suspendArm:
 		d.rot.arm()
 	case suspendSwitch:
 		d.rot.resumeNow() // beginRotation says when it has switched
 		if d.acct.state == acctSuspended {
-			d.acct.resumed(d.now, d.limits.check)
+			d.acct.resumed(d.now, d.src.limits.check)
 		}
 	}
 }
