@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -36,10 +35,6 @@ const (
 	// createTries bounds how often the start removes a public set that a
 	// local user creates again at once.
 	createTries = 100
-
-	// takeOverLimit bounds how long --restart waits for the running daemon
-	// to stop.
-	takeOverLimit = 30 * time.Second
 )
 
 // sembuf is struct sembuf from include/uapi/linux/sem.h.
@@ -150,95 +145,6 @@ func (s *semaphores) acquire(restart bool) (string, error) {
 	}
 	removed, err := s.createPublic()
 	return note + removed + fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), err
-}
-
-// takeOver replaces the daemon counted in the private set id (--restart)
-// with no gap in accounting. It identifies the daemon: the pid of the set's
-// last operation (its count: failed operations leave that pid alone), a
-// pidfd for it, the count still held by that pid (so the pidfd names the
-// holder, not a recycled pid), and its executable being this program's
-// (" (deleted)" after an upgrade replaced it). Then it waits on the set for
-// zero and, while it waits, asks the daemon with SIGUSR2 to stop leaving
-// accounting on (a daemon that sees no waiter, GETZCNT, ignores SIGUSR2).
-// The wait ends once the kernel has undone the old daemon's count at its
-// exit, with this daemon counted in the same operation.
-func (s *semaphores) takeOver(id int) (string, error) {
-	pid, err := semctl(id, 0, getPID, nil)
-	if err != nil {
-		return "", os.NewSyscallError("semctl private GETPID", err)
-	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return "", fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_open", err))
-	}
-	defer unix.Close(fd)
-	if held, _ := semctl(id, 0, getVal, nil); held > 0 {
-		if again, _ := semctl(id, 0, getPID, nil); again != pid {
-			return "", fmt.Errorf("running daemon (pid %d): the private semaphore changed hands (pid %d)", pid, again)
-		}
-		self, _ := os.Readlink("/proc/self/exe")
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if exe = strings.TrimSuffix(exe, " (deleted)"); err != nil || exe != strings.TrimSuffix(self, " (deleted)") {
-			return "", fmt.Errorf("running daemon (pid %d) runs %q, not %s: stop it, then start this one", pid, exe, self)
-		}
-	}
-	done := make(chan error, 1)
-	go func() { done <- semWait(id, takeOverLimit) }()
-	for asked := false; ; {
-		select {
-		case err := <-done:
-			if errors.Is(err, unix.EAGAIN) {
-				return "", fmt.Errorf("running daemon (pid %d) did not stop within %s (one older than --restart ignores SIGUSR2): stop it, then start this one", pid, takeOverLimit)
-			}
-			if err != nil {
-				return "", os.NewSyscallError("semtimedop private", err)
-			}
-			s.tookOver = true
-			return fmt.Sprintf("took over from the running daemon (pid %d) with no gap in accounting; ", pid), nil
-		case <-time.After(time.Millisecond):
-			if n, _ := semctl(id, 0, getZcnt, nil); n > 0 && !asked {
-				if err := unix.PidfdSendSignal(fd, unix.SIGUSR2, nil, 0); err != nil && err != unix.ESRCH {
-					return "", fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_send_signal", err))
-				}
-				asked = true
-			}
-		}
-	}
-}
-
-// semWait waits up to limit for the private set id to be zero and counts
-// this daemon in it, in one operation (EAGAIN once limit has passed). A
-// blocking call, made through the runtime (unix.Syscall6) so that the
-// other goroutines run meanwhile. EINTR: semtimedop is never restarted
-// after a signal handler (signal(7)), and the Go runtime's preemption
-// signal (SIGURG) reaches the waiting thread: it waits again, for what is
-// left.
-func semWait(id int, limit time.Duration) error {
-	ops := []sembuf{{0, 0, 0}, {0, 1, semUndo}}
-	deadline := time.Now().Add(limit)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return unix.EAGAIN
-		}
-		timeout := [2]int64{int64(left / time.Second), int64(left % time.Second)} // struct __kernel_timespec
-		_, _, errno := unix.Syscall6(sysSemtimedop, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), uintptr(unsafe.Pointer(&timeout)), 0, 0)
-		switch errno {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return errno
-	}
-}
-
-// successorWaiting reports whether a daemon started with --restart waits
-// on the private set to take over (GETZCNT): only root can, the set being
-// mode 0600.
-func (s *semaphores) successorWaiting() bool {
-	n, err := semctl(s.private, 0, getZcnt, nil)
-	return err == nil && n > 0
 }
 
 // ipcSet is what /proc/sysvipc/sem says of one semaphore set.

@@ -1,0 +1,159 @@
+// Starting: the privileged resources acquired in order (step 2 of run), the
+// sandbox (step 3) and readiness (step 4). Every failure is undone by
+// abort (stop.go).
+// Speaks setpriority(2) and PROTOCOL.md ("The daemon's duties").
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// acquire is step 2, in this order: semaphores (refuses a second daemon, or
+// takes over from it with --restart), the signal pipe, source files (a
+// previous daemon's kept open), shadow directory, netlink, accounting on
+// (verified by the record the kernel writes when it switches files), what a
+// crashed or replaced daemon left uncopied and what arrived between the two
+// switches, netlink verified by a real exit, the loop's wait, PID file,
+// priority, $NOTIFY_SOCKET. Between stages it sheds the start-up code it no
+// longer needs from memory.
+func (d *daemon) acquire() error {
+	note, err := d.sem.acquire(d.opts.restart)
+	if note != "" {
+		d.log.noticef("%s", note)
+	}
+	if err != nil {
+		return fail(exitRunning, err)
+	}
+	if d.sem.tookOver {
+		d.src.inherit() // on into the old daemon's source files
+	}
+	if err := d.wait.sig.open(); err != nil {
+		return fail(exitFiles, err)
+	}
+	d.mem.text = textRanges()
+	unix.Umask(0o022)
+	old := openLeftover(d.top) // before create replaces their names
+	defer old.close()
+	if err := d.src.create(); err != nil {
+		return fail(exitFiles, err)
+	}
+	note, err = d.sh.create()
+	if note != "" {
+		d.log.noticef("%s", note)
+	}
+	if err != nil {
+		return fail(exitFiles, err)
+	}
+	nl, err := openProcConnector()
+	if err != nil {
+		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
+	}
+	d.wait.attach(nl)
+	if err := d.ready.writePid(d.opts.pidfile); err != nil { // before accounting is on
+		return fail(exitFiles, err)
+	}
+	if err := d.src.switchOn(); err != nil {
+		if errors.Is(err, errFormat) {
+			return fail(exitFormat, err)
+		}
+		return fail(exitAcct, err)
+	}
+	d.mem.shed()
+	d.sh.setRecordSize(d.src.format.size)
+	d.buf = make([]byte, readRecords*d.src.format.size)
+	if d.sh.adopted {
+		n, err := d.catchUp(&old)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			d.log.noticef("copied %d records the previous daemon had left in its source files", n)
+		}
+	}
+	if err := d.src.takeEarly(d.buf, d.deliverAll); err != nil {
+		return fail(exitFiles, err)
+	}
+	if !d.wait.polling() {
+		if err := d.wait.nl.probe(); err != nil {
+			d.log.warnf("%v: polling every %s", err, d.opts.poll)
+			d.wait.poll()
+		}
+	}
+	if err := d.wait.open(); err != nil {
+		return fail(exitFiles, err)
+	}
+	if err := renice(); err != nil {
+		d.log.noticef("nice -20: %v: copying at the usual priority", err)
+	}
+	d.mem.shed()
+	if d.opts.foreground {
+		if err := d.ready.connect(); err != nil {
+			d.log.warnf("%v: systemd will not hear that the daemon is ready", err)
+		}
+	}
+	return nil
+}
+
+// renice sets nice -20 on every thread: setpriority(2) is per thread on
+// Linux, and threads started later inherit it from their creator. EACCES
+// without CAP_SYS_NICE (a unit or container that withholds it).
+func renice() error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return os.NewSyscallError("setpriority", unix.Setpriority(unix.PRIO_PROCESS, 0, -20))
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, -20); err != nil {
+				return os.NewSyscallError("setpriority", err)
+			}
+		}
+	}
+	return nil
+}
+
+// confine is step 3: the sandbox (sandbox.go), unless --no-sandbox.
+func (d *daemon) confine() error {
+	if d.opts.noSandbox {
+		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
+		return nil
+	}
+	c := sandboxConfig{top: d.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public, pidfile: d.ready.pidfile}
+	if !d.wait.polling() {
+		c.netlink = d.wait.nl.fd
+	}
+	note, err := sandbox(c)
+	if err != nil {
+		return fail(exitSandbox, fmt.Errorf("sandbox: %w", err))
+	}
+	if note != "" {
+		d.log.warnf("%s", note)
+	}
+	return nil
+}
+
+// becomeReady is step 4: the loop's clocks start, the status is published,
+// and the starting process (or systemd) hears that the daemon is ready.
+func (d *daemon) becomeReady() {
+	d.now = time.Now()
+	d.nextTick, d.clients.nextGC = d.now, d.now.Add(d.opts.gcInterval)
+	d.publish()
+	d.mem.shed()
+	if err := d.ready.report(exitOK, nil); err != nil {
+		d.log.warnf("readiness pipe: %v: the starting process may report a failure", err)
+	}
+	if err := d.ready.notifyReady(); err != nil {
+		d.log.warnf("%v: systemd will not hear that the daemon is ready", err)
+	}
+	d.log.noticef("started %s: top %s, %s, %d records per shadow file", version, d.opts.top, d.accounting(), d.opts.records)
+	if len(d.opts.top) > oldAtopTop {
+		d.log.warnf("top directory %s: longer than %d bytes, which atop before 2.12 cuts (its path buffers hold 128)", d.opts.top, oldAtopTop)
+	}
+}

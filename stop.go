@@ -1,0 +1,90 @@
+// Stopping: accounting off first, then the shadow files removed, or handed
+// over to the next daemon while clients are registered; the abort of a
+// start that failed.
+// Speaks acct(2) through acct.go and PROTOCOL.md ("The daemon's duties").
+
+package main
+
+import (
+	"time"
+)
+
+// abort ends a start that failed (or a panic): it logs the error, cleans up
+// (accounting off first), reports the failure to the starting process and
+// returns the exit code.
+func (d *daemon) abort(err error) int {
+	code := exitCode(err, exitInternal)
+	d.log.errorf("%v", err)
+	d.cleanup()
+	d.ready.report(code, err)
+	return code
+}
+
+// cleanup switches accounting off first. With clients registered it hands
+// the shadow files over to the next daemon (handOver), and keeps the public
+// set their registrations live in; otherwise it removes the shadow files,
+// current, the directory and the public set. Then the source files and the
+// PID file. Accounting goes off even when the daemon believes another
+// program took it: a local user can forge that belief (exits of a thread
+// group's leader bring no record), and accounting left on into a file
+// nobody drains grows without bound. Replaced by a daemon that waits to
+// take over (--restart), it
+// leaves accounting on into the source files and hands everything over. It
+// is safe to call more than once.
+func (d *daemon) cleanup() {
+	replaced := d.stop.replaced && d.sem.successorWaiting()
+	if replaced {
+		// The next daemon copies on from the source files: nothing is lost
+		// between the two.
+		d.src.leaveOn()
+		d.log.noticef("accounting left on for the daemon taking over")
+	}
+	if err := d.src.switchOff(); err != nil {
+		d.log.errorf("%v", err)
+	}
+	if clients, held := d.registered(); clients != 0 || held || replaced {
+		d.handOver(clients)
+	} else {
+		if err := d.sh.removeAll(); err != nil {
+			d.log.warnf("%v", err)
+		}
+		if err := d.sem.removePublic(); err != nil {
+			d.log.warnf("%v", err)
+		}
+	}
+	if replaced {
+		d.src.close()
+	} else if err := d.src.remove(); err != nil {
+		d.log.errorf("%v", err)
+	}
+	d.wait.close()
+	d.ready.close()
+}
+
+// handOver leaves the shadow files to the next daemon, which adopts them, so
+// that registered clients never see their file deleted: the records the
+// kernel wrote before accounting went off are copied, the status file is
+// removed and the files are closed. Nothing grows once the daemon is gone.
+func (d *daemon) handOver(clients int) {
+	if d.sh.dir < 0 {
+		return
+	}
+	if d.buf != nil {
+		d.now = time.Now()
+		err := d.drain()
+		if err == nil && d.src.switching && !d.disk.low {
+			if err = d.finishRotation(); err == nil {
+				err = d.drain()
+			}
+		}
+		if err != nil {
+			d.log.errorf("%v", err)
+		}
+		if n := d.src.backlog(); d.disk.low && n > 0 && !d.stop.replaced {
+			d.log.warnf("%s: %d bytes of records held for want of space are not copied", shadowDir, n)
+		}
+	}
+	d.status.remove(d.sh.dir)
+	d.sh.close()
+	d.log.noticef("%d clients registered: %s and the public semaphore set kept for the next daemon", clients, shadowDir)
+}
