@@ -31,25 +31,26 @@ const takeOverLimit = 30 * time.Second
 // zero and, while it waits, asks the daemon with SIGUSR2 to stop leaving
 // accounting on (a daemon that sees no waiter, GETZCNT, ignores SIGUSR2).
 // The wait ends once the kernel has undone the old daemon's count at its
-// exit, with this daemon counted in the same operation.
-func (s *semaphores) takeOver(id int) (string, error) {
-	pid, err := semctl(id, 0, getPID, nil)
+// exit, with this daemon counted in the same operation. It returns the old
+// daemon's pid.
+func (s *semaphores) takeOver(id int) (pid int, err error) {
+	pid, err = semctl(id, 0, getPID, nil)
 	if err != nil {
-		return "", os.NewSyscallError("semctl private GETPID", err)
+		return pid, os.NewSyscallError("semctl private GETPID", err)
 	}
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return "", fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_open", err))
+		return pid, fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_open", err))
 	}
 	defer unix.Close(fd)
 	if held, _ := semctl(id, 0, getVal, nil); held > 0 {
 		if again, _ := semctl(id, 0, getPID, nil); again != pid {
-			return "", fmt.Errorf("running daemon (pid %d): the private semaphore changed hands (pid %d)", pid, again)
+			return pid, fmt.Errorf("running daemon (pid %d): the private semaphore changed hands (pid %d)", pid, again)
 		}
 		self, _ := os.Readlink("/proc/self/exe")
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if exe = strings.TrimSuffix(exe, " (deleted)"); err != nil || exe != strings.TrimSuffix(self, " (deleted)") {
-			return "", fmt.Errorf("running daemon (pid %d) runs %q, not %s: stop it, then start this one", pid, exe, self)
+			return pid, fmt.Errorf("running daemon (pid %d) runs %q, not %s: stop it, then start this one", pid, exe, self)
 		}
 	}
 	done := make(chan error, 1)
@@ -58,17 +59,17 @@ func (s *semaphores) takeOver(id int) (string, error) {
 		select {
 		case err := <-done:
 			if errors.Is(err, unix.EAGAIN) {
-				return "", fmt.Errorf("running daemon (pid %d) did not stop within %s (one older than --restart ignores SIGUSR2): stop it, then start this one", pid, takeOverLimit)
+				return pid, fmt.Errorf("running daemon (pid %d) did not stop within %s (one older than --restart ignores SIGUSR2): stop it, then start this one", pid, takeOverLimit)
 			}
 			if err != nil {
-				return "", os.NewSyscallError("semtimedop private", err)
+				return pid, os.NewSyscallError("semtimedop private", err)
 			}
 			s.tookOver = true
-			return fmt.Sprintf("took over from the running daemon (pid %d) with no gap in accounting; ", pid), nil
+			return pid, nil
 		case <-time.After(time.Millisecond):
 			if n, _ := semctl(id, 0, getZcnt, nil); n > 0 && !asked {
 				if err := unix.PidfdSendSignal(fd, unix.SIGUSR2, nil, 0); err != nil && err != unix.ESRCH {
-					return "", fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_send_signal", err))
+					return pid, fmt.Errorf("running daemon (pid %d): %w", pid, os.NewSyscallError("pidfd_send_signal", err))
 				}
 				asked = true
 			}

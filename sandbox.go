@@ -14,7 +14,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -64,41 +63,39 @@ func prepareSandbox() {
 	_, _ = time.Now().Zone() // loads /etc/localtime for syslog lines
 }
 
+// sandboxFacts is what the sandbox could not do, for the log.
+type sandboxFacts struct {
+	noLandlock     error // why Landlock is unavailable; nil: file access is confined
+	seccompLogOnly bool  // the allow-list is unverified here: calls outside it are logged, not refused
+}
+
 // sandbox applies, in this order: resource limits, capabilities,
 // no_new_privs, Landlock, seccomp. Landlock missing from the kernel is not
-// an error: it returns a note to log.
-func sandbox(c sandboxConfig) (note string, err error) {
+// an error, nor an unverified allow-list: the facts say so.
+func sandbox(c sandboxConfig) (f sandboxFacts, err error) {
 	prepareSandbox()
 	for _, l := range []struct {
 		res int
 		max uint64
 	}{{unix.RLIMIT_CORE, 0}, {unix.RLIMIT_NOFILE, maxOpenFiles}} {
 		if err := unix.Setrlimit(l.res, &unix.Rlimit{Cur: l.max, Max: l.max}); err != nil {
-			return "", fmt.Errorf("setrlimit: %w", err)
+			return f, fmt.Errorf("setrlimit: %w", err)
 		}
 	}
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return "", os.NewSyscallError("prctl PR_SET_DUMPABLE", err)
+		return f, os.NewSyscallError("prctl PR_SET_DUMPABLE", err)
 	}
 	if err := dropCapabilities(); err != nil {
-		return "", fmt.Errorf("drop capabilities: %w", err)
+		return f, fmt.Errorf("drop capabilities: %w", err)
 	}
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
-		return "", os.NewSyscallError("prctl PR_SET_NO_NEW_PRIVS", err)
+		return f, os.NewSyscallError("prctl PR_SET_NO_NEW_PRIVS", err)
 	}
-	note, err = landlock(c)
-	if err != nil {
-		return "", fmt.Errorf("landlock: %w", err)
+	if f.noLandlock, err = landlock(c); err != nil {
+		return f, fmt.Errorf("landlock: %w", err)
 	}
-	logOnly, err := loadSeccomp(map[uint32]int{seccompSyslog: c.syslog, seccompNetlink: c.netlink, seccompPublic: c.public})
-	if err != nil {
-		return "", err
-	}
-	if logOnly {
-		note = strings.TrimPrefix(note+"; ", "; ") + "seccomp: the allow-list has not been verified on " + runtime.GOARCH +
-			": calls outside it are logged by the kernel (please report them), not refused; the kill list holds"
-	}
-	return note, nil
+	f.seccompLogOnly, err = loadSeccomp(map[uint32]int{seccompSyslog: c.syslog, seccompNetlink: c.netlink, seccompPublic: c.public})
+	return f, err
 }
 
 // sandboxUsable checks, before anything is acquired, that changes can reach
@@ -192,16 +189,53 @@ type llRule struct {
 // landlock restricts every thread to its own files: the names in the top
 // directory (llTop), the shadow directory, the source files and the PID
 // file. Abstract unix sockets stay unscoped: $NOTIFY_SOCKET may be one.
-func landlock(c sandboxConfig) (string, error) {
+func landlock(c sandboxConfig) (unavailable, err error) {
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	// ENOSYS: built without Landlock; EOPNOTSUPP: not enabled at boot;
 	// EPERM: a container manager's seccomp filter (systemd-nspawn 252).
 	if errno == unix.ENOSYS || errno == unix.EOPNOTSUPP || errno == unix.EPERM {
-		return "Landlock unavailable (" + errno.Error() + "): file access not confined", nil
+		return errno, nil
 	}
 	if errno != 0 {
-		return "", os.NewSyscallError("landlock_create_ruleset", errno)
+		return nil, os.NewSyscallError("landlock_create_ruleset", errno)
 	}
+	attr, size := landlockAttr(abi)
+	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
+	if errno != 0 {
+		return nil, os.NewSyscallError("landlock_create_ruleset", errno)
+	}
+	defer unix.Close(int(fd))
+	rules := []llRule{{fd: c.top, access: llTop}, {fd: c.shadow, access: llShadow}}
+	for _, fd := range c.sources {
+		rules = append(rules, llRule{fd: fd, access: llSource})
+	}
+	if c.pidfile != "" {
+		rules = append(rules, llRule{path: c.pidfile, access: llPidfile})
+	}
+	for _, r := range rules {
+		dirfd := r.fd
+		if r.path != "" {
+			var err error
+			if dirfd, err = unix.Open(r.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+				return nil, fmt.Errorf("open %s: %w", r.path, err)
+			}
+			defer unix.Close(dirfd)
+		}
+		rule := unix.LandlockPathBeneathAttr{Allowed_access: r.access & attr.Handled_access_fs, Parent_fd: int32(dirfd)}
+		if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH,
+			uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
+			return nil, fmt.Errorf("rule for %s: %w", r.path, os.NewSyscallError("landlock_add_rule", errno))
+		}
+	}
+	if err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); err != nil {
+		return nil, os.NewSyscallError("landlock_restrict_self", err)
+	}
+	return nil, nil
+}
+
+// landlockAttr is the ruleset for Landlock ABI version abi: every access
+// right that version handles, and the size of the struct it knows.
+func landlockAttr(abi uintptr) (unix.LandlockRulesetAttr, uintptr) {
 	attr := unix.LandlockRulesetAttr{Handled_access_fs: llFSv1}
 	size := unsafe.Sizeof(attr.Handled_access_fs)
 	switch {
@@ -221,37 +255,7 @@ func landlock(c sandboxConfig) (string, error) {
 	case abi >= 2:
 		attr.Handled_access_fs = llFSv2
 	}
-	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
-	if errno != 0 {
-		return "", os.NewSyscallError("landlock_create_ruleset", errno)
-	}
-	defer unix.Close(int(fd))
-	rules := []llRule{{fd: c.top, access: llTop}, {fd: c.shadow, access: llShadow}}
-	for _, fd := range c.sources {
-		rules = append(rules, llRule{fd: fd, access: llSource})
-	}
-	if c.pidfile != "" {
-		rules = append(rules, llRule{path: c.pidfile, access: llPidfile})
-	}
-	for _, r := range rules {
-		dirfd := r.fd
-		if r.path != "" {
-			var err error
-			if dirfd, err = unix.Open(r.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
-				return "", fmt.Errorf("open %s: %w", r.path, err)
-			}
-			defer unix.Close(dirfd)
-		}
-		rule := unix.LandlockPathBeneathAttr{Allowed_access: r.access & attr.Handled_access_fs, Parent_fd: int32(dirfd)}
-		if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH,
-			uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
-			return "", fmt.Errorf("rule for %s: %w", r.path, os.NewSyscallError("landlock_add_rule", errno))
-		}
-	}
-	if err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); err != nil {
-		return "", os.NewSyscallError("landlock_restrict_self", err)
-	}
-	return "", nil
+	return attr, size
 }
 
 // The seccomp allow-list: every call the daemon makes once sandboxed, and

@@ -109,42 +109,49 @@ func daemonRunning() (bool, error) {
 	return v > 0, nil
 }
 
+// semFacts is what acquiring the semaphores found, for the log.
+type semFacts struct {
+	tookOver   int    // the pid of the daemon taken over from (--restart), 0 if none
+	removed    ipcSet // a public set not root's that the start removed (uid or cuid not 0)
+	adopted    bool   // the public set a previous daemon left was adopted
+	clients    int    // the clients registered in it
+	notAdopted string // why a public set found was not adopted, "" if none was
+}
+
 // acquire counts this daemon in the private set (undone by the kernel when the
 // process dies), taking over from a running daemon with restart (takeOver),
 // then adopts the public set a previous daemon left (adoptPublic) or creates
-// it anew with the values [100, 1]. It returns a line for the log when it
-// took over or found a public set.
-func (s *semaphores) acquire(restart bool) (string, error) {
+// it anew with the values [100, 1].
+func (s *semaphores) acquire(restart bool) (f semFacts, err error) {
 	id, err := semget(privateKey, 1, unix.IPC_CREAT|0o600)
 	if err != nil {
-		return "", os.NewSyscallError("semget private", err)
+		return f, os.NewSyscallError("semget private", err)
 	}
 	s.private = id
 	// Wait-for-zero and +1 in one atomic semop: two daemons starting at once
 	// cannot both succeed.
 	err = semop(id, []sembuf{{0, 0, unix.IPC_NOWAIT}, {0, 1, semUndo}})
-	note := ""
 	switch {
 	case errors.Is(err, unix.EAGAIN) && restart:
-		if note, err = s.takeOver(id); err != nil {
-			return "", err
+		if f.tookOver, err = s.takeOver(id); err != nil {
+			return semFacts{}, err
 		}
 	case errors.Is(err, unix.EAGAIN):
-		return "", errAlreadyRunning
+		return f, errAlreadyRunning
 	case err != nil:
-		return "", os.NewSyscallError("semop private", err)
+		return f, os.NewSyscallError("semop private", err)
 	}
 	if id, err = semget(publicKey, 0, 0); err != nil { // nsems 0: whatever its size
-		removed, err := s.createPublic() // none, unless one was made since
-		return note + removed, err
+		f.removed, err = s.createPublic() // none, unless one was made since
+		return f, err
 	}
-	why := s.adoptPublic(id)
-	if why == "" {
-		clients, _, _ := s.values()
-		return note + fmt.Sprintf("adopted public semaphore set %d left by a previous daemon: %d clients registered", publicKey, clients), nil
+	if f.notAdopted = s.adoptPublic(id); f.notAdopted == "" {
+		f.adopted = true
+		f.clients, _, _ = s.values()
+		return f, nil
 	}
-	removed, err := s.createPublic()
-	return note + removed + fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, why), err
+	f.removed, err = s.createPublic()
+	return f, err
 }
 
 // ipcSet is what /proc/sysvipc/sem says of one semaphore set.
@@ -228,14 +235,13 @@ func readIPCSet(id int) (ipcSet, error) {
 
 // createPublic removes any public set and makes it anew (recreate), at
 // start (as root: any set can be removed). A local user may create the key
-// again between the two: it tries up to createTries times. It returns, for
-// the log, who owned the first set it removed that was not root's.
-func (s *semaphores) createPublic() (string, error) {
-	removed := ""
+// again between the two: it tries up to createTries times. It returns the
+// first set it removed that was not root's (uid and cuid 0 if none).
+func (s *semaphores) createPublic() (removed ipcSet, err error) {
 	for try := 0; try < createTries; try++ {
 		if id, err := semget(publicKey, 0, 0); err == nil {
-			if set, err := readIPCSet(id); err == nil && (set.uid != 0 || set.cuid != 0) && removed == "" {
-				removed = fmt.Sprintf("removed public semaphore set %d of uid %d (made by uid %d); ", publicKey, set.uid, set.cuid)
+			if set, err := readIPCSet(id); err == nil && (set.uid != 0 || set.cuid != 0) && removed == (ipcSet{}) {
+				removed = set
 			}
 			if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
 				return removed, os.NewSyscallError("semctl IPC_RMID public", err)

@@ -136,31 +136,27 @@ func newShadow(top int, max int64) *shadow {
 // makes a fresh one with an empty first file. A directory that is not
 // provably a daemon's is moved aside first and removed: its files may still
 // be open in clients, and unlinking them is what tells those clients (link
-// count 0) to re-attach. It returns a line for the log when it found a
-// directory.
-func (s *shadow) create() (string, error) {
-	err := unix.Mkdirat(s.top, shadowDir, 0o755)
-	var note string
+// count 0) to re-attach. It returns why a directory found was not adopted
+// ("" when none was found, or it was adopted: adopted says which).
+func (s *shadow) create() (notAdopted string, err error) {
+	err = unix.Mkdirat(s.top, shadowDir, 0o755)
 	if errors.Is(err, unix.EEXIST) {
-		why := s.adopt()
-		if why == "" {
-			return fmt.Sprintf("adopted %s left by a previous daemon: shadow files %d to %d, writing on at record %d of file %d",
-				shadowDir, s.oldest, s.seq, s.n, s.seq), nil
+		if notAdopted = s.adopt(); notAdopted == "" {
+			return "", nil
 		}
-		note = fmt.Sprintf("not adopting %s left by a previous daemon (%s): moved aside, starting afresh", shadowDir, why)
 		stale := cstr(staleDir + strconv.Itoa(os.Getpid()))
 		removeTree(s.top, cname(stale))
 		if err := renameat(s.top, s.dirName, s.top, stale); err != nil {
-			return note, fmt.Errorf("move aside %s: %w", shadowDir, os.NewSyscallError("renameat2", err))
+			return notAdopted, fmt.Errorf("move aside %s: %w", shadowDir, os.NewSyscallError("renameat2", err))
 		}
 		err = unix.Mkdirat(s.top, shadowDir, 0o755)
 	}
 	if err != nil {
-		return note, fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
+		return notAdopted, fmt.Errorf("create %s: %w", shadowDir, os.NewSyscallError("mkdirat", err))
 	}
 	s.stale = true
 	s.removeStale()
-	return note, s.open()
+	return notAdopted, s.open()
 }
 
 // open opens the shadow directory and starts again at file 0.

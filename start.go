@@ -9,29 +9,50 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// acquire is step 2, in this order: semaphores (refuses a second daemon, or
-// takes over from it with --restart), the signal pipe, source files (a
-// previous daemon's kept open), shadow directory, netlink, accounting on
-// (verified by the record the kernel writes when it switches files), what a
-// crashed or replaced daemon left uncopied and what arrived between the two
-// switches, netlink verified by a real exit, the loop's wait, PID file,
-// priority, $NOTIFY_SOCKET. Between stages it sheds the start-up code it no
-// longer needs from memory.
+// acquire is step 2, in four stages: claim (semaphores, the signal pipe),
+// files (source, shadow, proc connector, PID file), switchOn (accounting on,
+// what a crashed or replaced daemon left uncopied) and prepareLoop (the
+// netlink probe, the loop's wait, priority, $NOTIFY_SOCKET). Between stages
+// it sheds the start-up code it no longer needs from memory.
 func (d *daemon) acquire() error {
-	note, err := d.sem.acquire(d.opts.restart)
-	if note != "" {
-		d.log.noticef("%s", note)
+	if err := d.claim(); err != nil {
+		return err
+	}
+	old := openLeftover(d.top) // before files replaces their names
+	defer old.close()
+	if err := d.files(); err != nil {
+		return err
+	}
+	if err := d.switchOn(&old); err != nil {
+		return err
+	}
+	if err := d.prepareLoop(); err != nil {
+		return err
+	}
+	d.mem.shed()
+	return nil
+}
+
+// claim counts the daemon in the private semaphore set (refusing a second
+// daemon, or taking over from it with --restart) and sets the public one
+// up; then it opens the signal pipe.
+func (d *daemon) claim() error {
+	f, err := d.sem.acquire(d.opts.restart)
+	if line := semLine(f); line != "" {
+		d.log.noticef("%s", line)
 	}
 	if err != nil {
 		return fail(exitRunning, err)
 	}
-	if d.sem.tookOver {
+	if f.tookOver != 0 {
 		d.src.inherit() // on into the old daemon's source files
 	}
 	if err := d.wait.sig.open(); err != nil {
@@ -39,14 +60,40 @@ func (d *daemon) acquire() error {
 	}
 	d.mem.text = textRanges()
 	unix.Umask(0o022)
-	old := openLeftover(d.top) // before create replaces their names
-	defer old.close()
+	return nil
+}
+
+// semLine is the log line of what acquiring the semaphores found.
+func semLine(f semFacts) string {
+	var parts []string
+	if f.tookOver != 0 {
+		parts = append(parts, fmt.Sprintf("took over from the running daemon (pid %d) with no gap in accounting", f.tookOver))
+	}
+	if f.removed != (ipcSet{}) {
+		parts = append(parts, fmt.Sprintf("removed public semaphore set %d of uid %d (made by uid %d)", publicKey, f.removed.uid, f.removed.cuid))
+	}
+	if f.adopted {
+		parts = append(parts, fmt.Sprintf("adopted public semaphore set %d left by a previous daemon: %d clients registered", publicKey, f.clients))
+	} else if f.notAdopted != "" {
+		parts = append(parts, fmt.Sprintf("not adopting public semaphore set %d (%s): created anew", publicKey, f.notAdopted))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// files makes the source files and the shadow directory (adopted from a
+// previous daemon when provably its), opens the proc connector and writes
+// the PID file, before accounting is on.
+func (d *daemon) files() error {
 	if err := d.src.create(); err != nil {
 		return fail(exitFiles, err)
 	}
-	note, err = d.sh.create()
-	if note != "" {
-		d.log.noticef("%s", note)
+	why, err := d.sh.create()
+	switch {
+	case d.sh.adopted:
+		d.log.noticef("adopted %s left by a previous daemon: shadow files %d to %d, writing on at record %d of file %d",
+			shadowDir, d.sh.oldest, d.sh.seq, d.sh.n, d.sh.seq)
+	case why != "":
+		d.log.noticef("not adopting %s left by a previous daemon (%s): moved aside, starting afresh", shadowDir, why)
 	}
 	if err != nil {
 		return fail(exitFiles, err)
@@ -56,9 +103,16 @@ func (d *daemon) acquire() error {
 		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
 	}
 	d.wait.attach(nl)
-	if err := d.ready.writePid(d.opts.pidfile); err != nil { // before accounting is on
+	if err := d.ready.writePid(d.opts.pidfile); err != nil {
 		return fail(exitFiles, err)
 	}
+	return nil
+}
+
+// switchOn switches accounting on (verified by the record the kernel writes
+// when it switches files), then copies what a crashed or replaced daemon
+// left uncopied and what arrived between the two switches.
+func (d *daemon) switchOn(old *leftover) error {
 	if err := d.src.switchOn(); err != nil {
 		if errors.Is(err, errFormat) {
 			return fail(exitFormat, err)
@@ -69,7 +123,7 @@ func (d *daemon) acquire() error {
 	d.sh.setRecordSize(d.src.format.size)
 	d.buf = make([]byte, readRecords*d.src.format.size)
 	if d.sh.adopted {
-		n, err := d.catchUp(&old)
+		n, err := d.catchUp(old)
 		if err != nil {
 			return err
 		}
@@ -80,6 +134,12 @@ func (d *daemon) acquire() error {
 	if err := d.src.takeEarly(d.buf, d.deliverAll); err != nil {
 		return fail(exitFiles, err)
 	}
+	return nil
+}
+
+// prepareLoop verifies the proc connector by a real exit (polling when it
+// brings none), opens the loop's wait, renices and connects to systemd.
+func (d *daemon) prepareLoop() error {
 	if !d.wait.polling() {
 		if err := d.wait.nl.probe(); err != nil {
 			d.log.warnf("%v: polling every %s", err, d.opts.poll)
@@ -92,7 +152,6 @@ func (d *daemon) acquire() error {
 	if err := renice(); err != nil {
 		d.log.noticef("nice -20: %v: copying at the usual priority", err)
 	}
-	d.mem.shed()
 	if d.opts.foreground {
 		if err := d.ready.connect(); err != nil {
 			d.log.warnf("%v: systemd will not hear that the daemon is ready", err)
@@ -129,12 +188,20 @@ func (d *daemon) confine() error {
 	if !d.wait.polling() {
 		c.netlink = d.wait.nl.fd
 	}
-	note, err := sandbox(c)
+	f, err := sandbox(c)
 	if err != nil {
 		return fail(exitSandbox, fmt.Errorf("sandbox: %w", err))
 	}
-	if note != "" {
-		d.log.warnf("%s", note)
+	var notes []string
+	if f.noLandlock != nil {
+		notes = append(notes, fmt.Sprintf("Landlock unavailable (%v): file access not confined", f.noLandlock))
+	}
+	if f.seccompLogOnly {
+		notes = append(notes, "seccomp: the allow-list has not been verified on "+runtime.GOARCH+
+			": calls outside it are logged by the kernel (please report them), not refused; the kill list holds")
+	}
+	if len(notes) > 0 {
+		d.log.warnf("%s", strings.Join(notes, "; "))
 	}
 	return nil
 }
