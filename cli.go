@@ -85,55 +85,68 @@ func parseArgs(args []string) (options, error) {
 			i++
 			return args[i], nil
 		}
-		var err error
-		switch name {
-		case "-v", "-V", "--version":
-			o.version = true
-		case "-f", "--foreground":
-			o.foreground = true
-		case "-s", "--status":
-			o.status = true
-		case "-h", "--help":
-			o.help = true
-		case "--no-sandbox":
-			o.noSandbox = true
-		case "--restart":
-			o.restart = true
-		case "--pidfile":
-			o.pidfile, err = value()
-		case "--records":
-			o.records, err = positive(name, value)
-		case "--source-max":
-			o.sourceMax, err = positive(name, value)
-		case "--backlog":
-			o.backlog, err = positive(name, value)
-		case "--gc-interval":
-			o.gcInterval, err = duration(name, value, false)
-		case "--poll":
-			o.poll, err = duration(name, value, false)
-		case "--reclaim":
-			o.reclaim, err = duration(name, value, true)
-		default:
+		if known, err := o.set(name, value); !known {
 			return o, fmt.Errorf("%s: unknown option", shown(a))
-		}
-		if err != nil {
+		} else if err != nil {
 			return o, err
 		}
 		if hasVal && !strings.HasPrefix(name, "--") || hasVal && !takesValue(name) {
 			return o, fmt.Errorf("%s: takes no value", shown(name))
 		}
 	}
+	return o, o.setTop(tops)
+}
+
+// set sets the option name, taking its value from value when it has one;
+// known is false for a name that is no option.
+func (o *options) set(name string, value func() (string, error)) (known bool, err error) {
+	switch name {
+	case "-v", "-V", "--version":
+		o.version = true
+	case "-f", "--foreground":
+		o.foreground = true
+	case "-s", "--status":
+		o.status = true
+	case "-h", "--help":
+		o.help = true
+	case "--no-sandbox":
+		o.noSandbox = true
+	case "--restart":
+		o.restart = true
+	case "--pidfile":
+		o.pidfile, err = value()
+	case "--records":
+		o.records, err = positive(name, value)
+	case "--source-max":
+		o.sourceMax, err = positive(name, value)
+	case "--backlog":
+		o.backlog, err = positive(name, value)
+	case "--gc-interval":
+		o.gcInterval, err = duration(name, value, false)
+	case "--poll":
+		o.poll, err = duration(name, value, false)
+	case "--reclaim":
+		o.reclaim, err = duration(name, value, true)
+	default:
+		return false, nil
+	}
+	return true, err
+}
+
+// setTop takes the top directory from the positional arguments: at most
+// one, "/run" when none.
+func (o *options) setTop(tops []string) error {
 	switch {
 	case len(tops) > 1:
-		return o, fmt.Errorf("%s: only one top directory may be given (already %s)", shown(tops[1]), shown(tops[0]))
+		return fmt.Errorf("%s: only one top directory may be given (already %s)", shown(tops[1]), shown(tops[0]))
 	case len(tops) == 1 && tops[0] == "":
-		return o, errors.New(`"": an empty top directory`)
+		return errors.New(`"": an empty top directory`)
 	case len(tops) == 1:
 		o.top = tops[0]
 	default:
 		o.top, o.topArg = "/run", -1
 	}
-	return o, nil
+	return nil
 }
 
 // shown quotes an argument that would not print as itself on one line, or

@@ -68,51 +68,13 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	//    Until the daemon has its own logger, errors go to stderr (the
 	//    journal's stream too, under systemd).
 	log := newLogger(stderr)
-	o, err := parseArgs(args)
-	if err != nil {
-		log.errorf("%v\n%s", err, usageLine)
-		return exitUsage
-	}
-	switch {
-	case o.help:
-		fmt.Fprint(stdout, helpText)
-		return exitOK
-	case o.version:
-		fmt.Fprintf(stdout, "atopacctd %s\n", version)
-		return exitOK
-	case o.status:
-		return printStatus(o.top, stdout)
-	}
-	if euid := os.Geteuid(); euid != 0 {
-		log.errorf("must run as root (effective uid %d)", euid)
-		return exitUsage
-	}
-	if o.top, err = filepath.Abs(o.top); err != nil {
-		log.errorf("top directory: %v", err)
-		return exitTop
-	}
-	if o.topArg >= 0 { // the daemon, started in "/", gets the absolute path
-		args = slices.Clone(args)
-		args[o.topArg] = o.top
-	}
-	top, err := openTop(o.top)
-	if err != nil {
-		log.errorf("%v", err)
-		return exitTop
+	o, args, top, code := validate(args, stdout, log)
+	if code >= 0 {
+		return code
 	}
 	ready := readyPipe()
 	if !o.foreground && ready == nil {
-		// The starting process: refuse early if a daemon runs (the count
-		// it would add dies with it: SEM_UNDO), then re-execute and wait.
-		// The daemon takes over from a running one with --restart.
-		if running, err := daemonRunning(); err != nil || running && !o.restart {
-			if err == nil {
-				err = errAlreadyRunning
-			}
-			log.errorf("%v", err)
-			return exitRunning
-		}
-		return daemonize(args, log)
+		return launch(args, o, log) // the starting process
 	}
 
 	// From here on, the daemon process. Every failure below switches
@@ -140,10 +102,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		}
 	}
 
-	// 2. Acquire, as root: semaphores and shadow directory (adopted from a
-	//    previous daemon when provably its), the signal pipe, source files,
-	//    netlink, accounting on, what a crashed daemon left uncopied, PID
-	//    file, priority.
+	// 2. Acquire, as root (start.go): semaphores, the signal pipe, source
+	//    files, shadow directory (adopted from a previous daemon when
+	//    provably its), netlink, PID file, accounting on, what a crashed
+	//    daemon left uncopied, priority.
 	if err := d.acquire(); err != nil {
 		return d.abort(err)
 	}
@@ -156,6 +118,61 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// 4. Ready: tell the starting process, or systemd, and log it.
 	d.becomeReady()
 
-	// 5. Loop until a signal or a fatal error; clean up.
+	// 5. Loop until a signal or a fatal error; clean up (stop.go).
 	return d.loop()
+}
+
+// validate is step 1: it parses the arguments, answers --help, --version
+// and --status, and checks root and the top directory. It returns the
+// options, the arguments with the top directory made absolute (for the
+// daemon, started in "/"), the top directory's descriptor, and an exit
+// code when the program is done (-1 when it goes on).
+func validate(args []string, stdout io.Writer, log *logger) (o options, daemonArgs []string, top, code int) {
+	o, err := parseArgs(args)
+	if err != nil {
+		log.errorf("%v\n%s", err, usageLine)
+		return o, nil, -1, exitUsage
+	}
+	switch {
+	case o.help:
+		fmt.Fprint(stdout, helpText)
+		return o, nil, -1, exitOK
+	case o.version:
+		fmt.Fprintf(stdout, "atopacctd %s\n", version)
+		return o, nil, -1, exitOK
+	case o.status:
+		return o, nil, -1, printStatus(o.top, stdout)
+	}
+	if euid := os.Geteuid(); euid != 0 {
+		log.errorf("must run as root (effective uid %d)", euid)
+		return o, nil, -1, exitUsage
+	}
+	if o.top, err = filepath.Abs(o.top); err != nil {
+		log.errorf("top directory: %v", err)
+		return o, nil, -1, exitTop
+	}
+	if o.topArg >= 0 {
+		args = slices.Clone(args)
+		args[o.topArg] = o.top
+	}
+	if top, err = openTop(o.top); err != nil {
+		log.errorf("%v", err)
+		return o, nil, -1, exitTop
+	}
+	return o, args, top, -1
+}
+
+// launch is the starting process: it refuses early if a daemon runs
+// (the count it would add dies with it: SEM_UNDO), then re-executes the
+// daemon and waits for its report (daemonize). The daemon takes over from a
+// running one with --restart.
+func launch(args []string, o options, log *logger) int {
+	if running, err := daemonRunning(); err != nil || running && !o.restart {
+		if err == nil {
+			err = errAlreadyRunning
+		}
+		log.errorf("%v", err)
+		return exitRunning
+	}
+	return daemonize(args, log)
 }
