@@ -1,13 +1,20 @@
 // Clients: whether any is registered (the public semaphores, read at every
 // copy), the reset of the shadow files when the last one left, and the
 // collection of shadow files no client reads any more, under the public
-// lock. Speaks semop(2)/semctl(2) through sem.go, fcntl(2) read locks
-// through shadow.go, and PROTOCOL.md ("Semaphores", "The daemon's duties").
+// lock, which spares files a client holds a read lock on.
+// Speaks semop(2)/semctl(2) through sem.go, fcntl(2) (F_SETLK: a write lock
+// that fails says a client holds a read lock),
+// getdents64(2), and PROTOCOL.md ("Semaphores", "The daemon's duties").
 
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -182,4 +189,110 @@ func (d *daemon) registered() (clients int, held bool) {
 	}
 	clients, lockFree, err := d.sem.values()
 	return clients, err == nil && !lockFree
+}
+
+// reset returns to the client-less state: file 0 emptied, current = 0/max.
+// The caller holds the public lock (a client attaching meanwhile would get
+// no accounting), and once it has let go, calls dropOthers.
+func (s *shadow) reset() error {
+	s.oldest = 0
+	return s.start(0)
+}
+
+// dropOthers removes every shadow file but 0 after a reset: current names
+// file 0, so a client that attaches from then on never opens another.
+func (s *shadow) dropOthers() error {
+	seqs, err := s.list()
+	for _, seq := range seqs {
+		if seq != 0 {
+			unlinkat(s.dir, formatName(s.name[:], seq), 0)
+		}
+	}
+	return err
+}
+
+// list returns the sequence numbers of the shadow files, oldest first.
+// It reads the directory into buffers kept between calls: collection runs
+// for as long as the daemon does, and garbage would only grow its memory.
+func (s *shadow) list() ([]int64, error) {
+	fd, err := openat(s.dir, s.dot, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", shadowDir, os.NewSyscallError("openat", err))
+	}
+	defer unix.Close(fd)
+	s.seqs = s.seqs[:0]
+	for {
+		n, err := unix.Getdents(fd, s.dirBuf[:])
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", shadowDir, os.NewSyscallError("getdents64", err))
+		}
+		if n == 0 {
+			break
+		}
+		// struct linux_dirent64: d_ino, d_off, d_reclen (u16), d_type, d_name.
+		for off := 0; off+direntName < n; {
+			reclen := int(binary.NativeEndian.Uint16(s.dirBuf[off+direntReclen:]))
+			name := s.dirBuf[off+direntName : off+reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if seq, ok := parseName(name); ok {
+				s.seqs = append(s.seqs, seq)
+			}
+			off += reclen
+		}
+	}
+	slices.Sort(s.seqs)
+	return s.seqs, nil
+}
+
+// collect removes unused shadow files, oldest first, never the current one: a
+// file is unused when a write lock on its first byte succeeds; it stops at the
+// first file a client still read-locks. The caller holds the public lock.
+func (s *shadow) collect() (removed int, err error) {
+	seqs, err := s.list()
+	s.oldest = s.seq
+	for _, seq := range seqs {
+		if seq >= s.seq {
+			break
+		}
+		s.oldest = seq
+		name := formatName(s.name[:], seq)
+		if s.inUse(name) {
+			break
+		}
+		if unlinkat(s.dir, name, 0) == nil {
+			removed++
+		}
+		s.oldest = seq + 1
+	}
+	if err2 := s.removeStale(); err == nil {
+		err = err2
+	}
+	return removed, err
+}
+
+// inUse reports whether a client read-locks the shadow file name: a write
+// lock on its first byte fails (EAGAIN or EACCES). A file that cannot be
+// opened (removed meanwhile) is not in use.
+func (s *shadow) inUse(name []byte) bool {
+	fd, err := openat(s.dir, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 1}
+	err = unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
+	unix.Close(fd) // drops the probe lock
+	return err != nil
+}
+
+// anyInUse reports whether a client read-locks any shadow file.
+func (s *shadow) anyInUse() (bool, error) {
+	seqs, err := s.list()
+	for _, seq := range seqs {
+		if s.inUse(formatName(s.name[:], seq)) {
+			return true, err
+		}
+	}
+	return false, err
 }
