@@ -21,21 +21,7 @@ const (
 	sourceName = "pacct_source"      // TOP/pacct_source, mode 0600
 	sourceNext = "pacct_source.next" // the file the kernel is being switched to
 
-	// #define ACCT_COMM 16
-	acctComm = 16
-	// #define ACCT_BYTEORDER 0x80 (set by big-endian kernels)
-	acctByteorder = 0x80
-
-	sizeofAcct   = 64 // struct acct, ac_version 2
-	sizeofAcctV3 = 64 // struct acct_v3, ac_version 3
-
-	offVersion  = 1  // ac_version, both layouts
-	offV2Btime  = 8  // struct acct.ac_btime
-	offV2Comm   = 36 // struct acct.ac_comm[ACCT_COMM+1]
-	offV3Pid    = 16 // struct acct_v3.ac_pid
-	offV3Btime  = 24 // struct acct_v3.ac_btime
-	offV3Comm   = 48 // struct acct_v3.ac_comm[ACCT_COMM]
-	readRecords = 4096
+	readRecords = 4096 // records per read of a source file
 )
 
 // errFormat marks a record version that neither we nor atop can read.
@@ -153,10 +139,6 @@ func (s *source) create() error {
 	s.limits = readAcctLimits()
 	return nil
 }
-
-// Both formats have one size, which switchOn relies on to find its own
-// record before it knows the format: this fails to compile otherwise.
-var _ = [1]struct{}{}[sizeofAcctV3-sizeofAcct]
 
 // switchOn switches accounting on into pacct_source and learns the record
 // format without waiting for any process: the kernel writes a record for the

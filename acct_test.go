@@ -5,76 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// acctV3 mirrors struct acct_v3 to check the offsets used by acct.go.
-type acctV3 struct {
-	_       byte // flag
-	version byte
-	_       uint16 // tty
-	_       uint32 // exitcode
-	_, _    uint32 // uid, gid
-	pid     uint32
-	_       uint32 // ppid
-	btime   uint32
-	_       float32 // etime
-	_       uint16  // utime
-	_       uint16  // stime
-	_, _    uint16  // mem, io
-	_       uint16  // rw
-	_       uint16  // minflt
-	_       uint16  // majflt
-	_       uint16  // swaps
-	comm    [acctComm]byte
-}
-
-// acctV2 mirrors struct acct (version 2).
-type acctV2 struct {
-	_     byte   // flag
-	_     byte   // version
-	_, _  uint16 // uid16, gid16
-	_     uint16 // tty
-	btime uint32
-	_, _  uint16 // utime, stime
-	_, _  uint16 // etime, mem
-	_, _  uint16 // io, rw
-	_     uint16 // minflt
-	_     uint16 // majflt
-	_     uint16 // swaps
-	_     uint16 // ahz
-	_     uint32 // exitcode
-	comm  [acctComm + 1]byte
-	_     uint8  // etimeHi
-	_     uint16 // etimeLo
-	_, _  uint32 // uid, gid
-}
-
-func TestAcctLayout(t *testing.T) {
-	var v3 acctV3
-	var v2 acctV2
-	for _, tt := range []struct {
-		name      string
-		got, want uintptr
-	}{
-		{"sizeof acct_v3", unsafe.Sizeof(v3), sizeofAcctV3},
-		{"acct_v3.ac_pid", unsafe.Offsetof(v3.pid), offV3Pid},
-		{"acct_v3.ac_btime", unsafe.Offsetof(v3.btime), offV3Btime},
-		{"acct_v3.ac_comm", unsafe.Offsetof(v3.comm), offV3Comm},
-		{"sizeof acct", unsafe.Sizeof(v2), sizeofAcct},
-		{"acct.ac_btime", unsafe.Offsetof(v2.btime), offV2Btime},
-		{"acct.ac_comm", unsafe.Offsetof(v2.comm), offV2Comm},
-		{"ac_version", unsafe.Offsetof(v3.version), offVersion},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if tt.got != tt.want {
-				t.Errorf("got %d, want %d", tt.got, tt.want)
-			}
-		})
-	}
-}
 
 // record builds a 64-byte record of version v with pid, btime and comm.
 func record(v byte, pid, btime uint32, comm string) []byte {

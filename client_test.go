@@ -121,7 +121,7 @@ func (c *client) poll() error {
 				}
 			}
 			c.pids = append(c.pids, c.format.pid(rec))
-			c.ppids = append(c.ppids, c.format.order.Uint32(rec[offV3Pid+4:])) // acct_v3.ac_ppid
+			c.ppids = append(c.ppids, c.format.order.Uint32(rec[offV3Ppid:]))
 		}
 		c.off += int64(n)
 		if n > 0 {

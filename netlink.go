@@ -24,20 +24,6 @@ const (
 	procCnMcastIgnore = 2          // PROC_CN_MCAST_IGNORE
 	procEventExit     = 0x80000000 // enum what: PROC_EVENT_EXIT
 
-	sizeofCnMsg     = 20 // struct cn_msg without data
-	sizeofProcEvent = 40 // struct proc_event: what, cpu, timestamp_ns, 24-byte union
-
-	// Offsets from the start of a netlink message carrying a proc_event.
-	offCnIdx   = unix.SizeofNlMsghdr       // cn_msg.id.idx
-	offCnVal   = offCnIdx + 4              // cn_msg.id.val
-	offCnLen   = offCnIdx + 16             // cn_msg.len
-	offWhat    = offCnIdx + sizeofCnMsg    // proc_event.what
-	offExitPid = offWhat + 16              // proc_event.event_data.exit.process_pid
-	offExitTid = offExitPid + 4            // proc_event.event_data.exit.process_tgid
-	exitMsgLen = offWhat + sizeofProcEvent // 76 bytes
-
-	sizeofListen = unix.SizeofNlMsghdr + sizeofCnMsg + 4 // a cn_msg carrying one op
-
 	recvBatch = 64   // messages per recvmmsg(2)
 	rcvBuf    = 2048 // SO_RCVBUF: the kernel doubles it, room for a few events
 	recvSize  = 128  // bytes per message buffer (a message is exitMsgLen)
@@ -99,16 +85,16 @@ func exitFilter() []unix.SockFilter {
 	)
 	return []unix.SockFilter{
 		{Code: ldLen},
-		{Code: jgeK, K: exitMsgLen, Jf: 11},
-		{Code: ldAbs, K: offCnIdx},
+		{Code: jgeK, K: uint32(exitMsgLen), Jf: 11},
+		{Code: ldAbs, K: uint32(offCnIdx)},
 		{Code: jeqK, K: wire32(cnIdxProc), Jf: 9},
-		{Code: ldAbs, K: offCnVal},
+		{Code: ldAbs, K: uint32(offCnVal)},
 		{Code: jeqK, K: wire32(cnValProc), Jf: 7},
-		{Code: ldAbs, K: offWhat},
+		{Code: ldAbs, K: uint32(offWhat)},
 		{Code: jeqK, K: wire32(procEventExit), Jf: 5},
-		{Code: ldAbs, K: offExitTid},
+		{Code: ldAbs, K: uint32(offExitTid)},
 		{Code: tax},
-		{Code: ldAbs, K: offExitPid},
+		{Code: ldAbs, K: uint32(offExitPid)},
 		{Code: jeqX, Jf: 1},
 		{Code: retK, K: accept},
 		{Code: retK, K: 0},

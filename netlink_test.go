@@ -3,49 +3,9 @@ package main
 import (
 	"encoding/binary"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// cnMsg mirrors struct cn_msg (include/uapi/linux/connector.h).
-type cnMsg struct {
-	_, _ uint32 // idx, val
-	_, _ uint32 // seq, ack
-	_    uint16 // len
-	_    uint16 // flags
-}
-
-// procEventExit mirrors struct proc_event with its exit member.
-type procEventExitMsg struct {
-	_         uint32 // what
-	_         uint32 // cpu
-	_         uint64 // timestampNs
-	pid, tgid uint32
-	_         uint32 // exitCode
-	_         uint32 // exitSignal
-	_         uint32 // parentPid
-	_         uint32 // parentTgid
-}
-
-func TestNetlinkLayout(t *testing.T) {
-	var ev procEventExitMsg
-	for _, tt := range []struct {
-		name      string
-		got, want uintptr
-	}{
-		{"sizeof cn_msg", unsafe.Sizeof(cnMsg{}), sizeofCnMsg},
-		{"sizeof proc_event", unsafe.Sizeof(ev), sizeofProcEvent},
-		{"exit.process_pid", unix.SizeofNlMsghdr + sizeofCnMsg + unsafe.Offsetof(ev.pid), offExitPid},
-		{"exit.process_tgid", unix.SizeofNlMsghdr + sizeofCnMsg + unsafe.Offsetof(ev.tgid), offExitTid},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if tt.got != tt.want {
-				t.Errorf("got %d, want %d", tt.got, tt.want)
-			}
-		})
-	}
-}
 
 // exitMsg builds the message the kernel sends for an exit (what = EXIT).
 func exitMsg(what, pid, tgid uint32) []byte {
