@@ -112,6 +112,7 @@ type source struct {
 	seen   int64      // the end of the records read so far from fds[cur]
 	on     bool       // accounting is the daemon's to switch off: it switched it on, or took it over (--restart)
 	limits acctLimits // the kernel's suspend and resume levels for the files' file system
+	buf    []byte     // what reads fill: readRecords records, made once the format is known
 
 	switching bool // the kernel writes the other file; fds[cur] is still being read
 
@@ -161,7 +162,7 @@ func (s *source) switchOn() error {
 	if st.Size == 0 {
 		return errors.New("the kernel wrote no accounting record (file system below the suspend level of /proc/sys/kernel/acct?)")
 	}
-	// Both formats have one size (checked above switchOn), so the daemon's
+	// Both formats have one size (checked in abi.go), so the daemon's
 	// record is the last sizeofAcctV3 bytes whatever the format.
 	var rec [sizeofAcctV3]byte
 	s.early = st.Size - sizeofAcctV3
@@ -176,6 +177,7 @@ func (s *source) switchOn() error {
 		return err
 	}
 	s.format, s.self = f, f.identity(rec[:])
+	s.buf = make([]byte, readRecords*f.size)
 	return nil
 }
 
@@ -190,7 +192,8 @@ func readError(err error) error {
 
 // takeEarly passes the records of processes that exited between switchOn's
 // two switches to f, a buffer at a time, then empties pacct_source.next.
-func (s *source) takeEarly(buf []byte, f func([]byte) error) error {
+func (s *source) takeEarly(f func([]byte) error) error {
+	buf := s.buf
 	for off := int64(0); off < s.early; {
 		n, err := unix.Pread(s.fds[1], buf[:min(int64(len(buf)), s.early-off)], off)
 		if n <= 0 {
@@ -237,25 +240,27 @@ func (s *source) switchOff() error {
 	return nil
 }
 
-// read fills buf from the file being written with whole records, from where
-// the last read ended (the descriptor's file position: read(2) needs no
-// 64-bit offset split across registers on 32-bit architectures, as
-// pread64(2) does); it returns the records read (nil at the end).
-func (s *source) read(buf []byte) ([]byte, error) {
+// read reads whole records, up to limit bytes, from the file being written
+// into the source's buffer, from where the last read ended (the
+// descriptor's file position: read(2) needs no 64-bit offset split across
+// registers on 32-bit architectures, as pread64(2) does). It returns the
+// records read (none at the end) and whether they filled the buffer.
+func (s *source) read(limit int64) (recs []byte, full bool, err error) {
 	fd := s.fds[s.cur]
+	buf := s.buf[:min(int64(len(s.buf)), limit)]
 	n, err := rawRead(fd, buf)
 	if err != nil {
-		return nil, os.NewSyscallError("read "+sourceName, err)
+		return nil, false, os.NewSyscallError("read "+sourceName, err)
 	}
 	if part := n % s.format.size; part != 0 {
 		// The kernel was writing the last record: read it again next time.
 		if _, err := unix.Seek(fd, -int64(part), io.SeekCurrent); err != nil {
-			return nil, os.NewSyscallError("lseek "+sourceName, err)
+			return nil, false, os.NewSyscallError("lseek "+sourceName, err)
 		}
 		n -= part
 	}
 	s.off += int64(n)
-	return buf[:n], nil
+	return buf[:n], n == len(s.buf), nil
 }
 
 // unread gives back the last n bytes read: the next read returns them again.

@@ -316,10 +316,10 @@ func (d *daemon) catchUp(old *leftover) (int, error) {
 	last := make([]byte, size)
 	file, off := 0, int64(0)
 	if d.sh.lastRecord(last) {
-		file, off = old.after(last, d.buf)
+		file, off = old.after(last, d.src.buf)
 	}
 	n, held := 0, false // last holds the stream's last record read so far
-	err := old.each(file, off, d.buf, size, func(_ int, _ int64, recs []byte) error {
+	err := old.each(file, off, d.src.buf, size, func(_ int, _ int64, recs []byte) error {
 		if held {
 			if err := d.deliverAll(last); err != nil {
 				return err

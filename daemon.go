@@ -24,7 +24,6 @@ type daemon struct {
 
 	// The loop (loop.go).
 	wait     waiter
-	buf      []byte // source reads
 	pace     pacer
 	stop     stopRequest
 	stats    counters

@@ -100,7 +100,7 @@ func (d *daemon) skip(n int64) error {
 		d.log.warnf("%s: backlog above --backlog %d bytes: skipping the oldest records", shadowDir, d.opts.backlog)
 	}
 	for n >= size {
-		raw, err := d.src.read(d.buf[:min(int64(len(d.buf)), n/size*size)])
+		raw, _, err := d.src.read(n / size * size)
 		if err != nil {
 			return fail(exitFiles, err)
 		}

@@ -10,6 +10,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -353,7 +354,7 @@ func (d *daemon) pump() error {
 func (d *daemon) drain() error {
 	size := d.src.format.size
 	for {
-		raw, err := d.src.read(d.buf)
+		raw, full, err := d.src.read(math.MaxInt64)
 		if err != nil {
 			return fail(exitFiles, err)
 		}
@@ -379,7 +380,7 @@ func (d *daemon) drain() error {
 			}
 			start = end + size // past the record about the daemon
 		}
-		if len(raw) < len(d.buf) {
+		if !full {
 			return nil
 		}
 	}

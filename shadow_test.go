@@ -268,7 +268,7 @@ func copyStep(tb testing.TB, max int64) (*daemon, int) {
 	semctl(id, 0, setAll, unsafe.Pointer(&vals[0]))
 	d := newDaemon(options{records: max, sourceMax: 1 << 40}, s.top, newLogger(nil), nil)
 	d.src, d.sh, d.sem.public = src, s, id
-	d.buf = make([]byte, readRecords*64)
+	d.src.buf = make([]byte, readRecords*64)
 	return d, w
 }
 

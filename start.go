@@ -121,7 +121,6 @@ func (d *daemon) switchOn(old *leftover) error {
 	}
 	d.mem.shed()
 	d.sh.setRecordSize(d.src.format.size)
-	d.buf = make([]byte, readRecords*d.src.format.size)
 	if d.sh.adopted {
 		n, err := d.catchUp(old)
 		if err != nil {
@@ -131,7 +130,7 @@ func (d *daemon) switchOn(old *leftover) error {
 			d.log.noticef("copied %d records the previous daemon had left in its source files", n)
 		}
 	}
-	if err := d.src.takeEarly(d.buf, d.deliverAll); err != nil {
+	if err := d.src.takeEarly(d.deliverAll); err != nil {
 		return fail(exitFiles, err)
 	}
 	return nil

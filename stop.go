@@ -69,7 +69,7 @@ func (d *daemon) handOver(clients int) {
 	if d.sh.dir < 0 {
 		return
 	}
-	if d.buf != nil {
+	if d.src.buf != nil { // accounting was on
 		d.now = time.Now()
 		err := d.drain()
 		if err == nil && d.src.switching && !d.disk.low {
