@@ -3,7 +3,7 @@
 // adoptVerdict) and the source files a crash left accounting on in
 // (leftover), whose records after the last copy the daemon copies.
 // Speaks fstatat(2), openat(2) (O_NOFOLLOW, O_NONBLOCK), pread(2) and the
-// file contract in PROTOCOL.md ("Files").
+// file contract in docs/PROTOCOL.md ("Files").
 
 package main
 
@@ -39,7 +39,7 @@ type adoptPlan struct {
 }
 
 // adoptVerdict decides from plain facts whether a shadow directory is
-// provably a daemon's, as PROTOCOL.md ("Files") describes it: the directory
+// provably a daemon's, as docs/PROTOCOL.md ("Files") describes it: the directory
 // root's, mode 0755; current and the shadow files root's regular files, mode
 // 0644, one link each; current reading "<seq>/<max>" with this daemon's max;
 // shadow files numbered without a gap up to seq, each but the newest exactly

@@ -1,7 +1,7 @@
 package main
 
 // Test helpers shared by the integration tests: an atop-like client that
-// follows the shadow files exactly as PROTOCOL.md describes, and a storm of
+// follows the shadow files exactly as docs/PROTOCOL.md describes, and a storm of
 // short-lived processes.
 
 import (
@@ -77,7 +77,7 @@ func (c *client) attach() error {
 	return c.open(seq)
 }
 
-// pafName is a shadow file's name as PROTOCOL.md gives it (and atop builds
+// pafName is a shadow file's name as docs/PROTOCOL.md gives it (and atop builds
 // it), spelled apart from the daemon's formatName on purpose.
 func pafName(seq int64) string { return fmt.Sprintf("%010d.paf", seq) }
 

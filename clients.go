@@ -4,7 +4,7 @@
 // lock, which spares files a client holds a read lock on.
 // Speaks semop(2)/semctl(2) through sem.go, fcntl(2) (F_SETLK: a write lock
 // that fails says a client holds a read lock),
-// getdents64(2), and PROTOCOL.md ("Semaphores", "The daemon's duties").
+// getdents64(2), and docs/PROTOCOL.md ("Semaphores", "The daemon's duties").
 
 package main
 

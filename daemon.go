@@ -17,7 +17,6 @@ type daemon struct {
 	ready readiness // daemonize.go
 
 	// Kernel resources, acquired at start, released by cleanup.
-	top int // top directory
 	src *source
 	sh  *shadow
 	sem semaphores
@@ -43,7 +42,7 @@ type daemon struct {
 }
 
 func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
-	d := &daemon{opts: o, log: log, top: top, ready: newReadiness(ready), wait: newWaiter(),
+	d := &daemon{opts: o, log: log, ready: newReadiness(ready), wait: newWaiter(),
 		stop: stopRequest{code: -1}, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		status: newStatusFile(), mem: newMemory()}
 	return d

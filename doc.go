@@ -17,5 +17,5 @@
 // under no_new_privs, Landlock and a seccomp allow-list.
 //
 // The options, exit codes and signals are in atopacctd -h and atopacctd(8);
-// the contract with clients is PROTOCOL.md.
+// the contract with clients is docs/PROTOCOL.md.
 package main

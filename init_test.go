@@ -46,7 +46,7 @@ for k in CapEff CapBnd NoNewPrivs Seccomp; do say $k "$(status $pid $k)"; done
 say polling "$(atopacctd -s | grep -c polling)"
 
 # The real clients, atop 2.8.1, 2.11.1 and 2.13.0 (they differ across
-# restarts: PROTOCOL.md), all attached at once. atops NAME INTERVAL SAMPLES starts
+# restarts: docs/PROTOCOL.md), all attached at once. atops NAME INTERVAL SAMPLES starts
 # them one after the other, each once the one before has written its first
 # sample (an atop holds sem1 until its probe's record arrives, up to a poll
 # interval here: another one registering meanwhile is refused and runs

@@ -2,7 +2,7 @@
 // what the source file holds to the shadow files, or drop it when no client
 // wants it; rotate the source file; the once-a-second duties and the garbage
 // collection. One turn (wakeup) allocates nothing.
-// Speaks signal(7), pipe(2), fcntl(2) (F_DUPFD_CLOEXEC) and PROTOCOL.md ("The
+// Speaks signal(7), pipe(2), fcntl(2) (F_DUPFD_CLOEXEC) and docs/PROTOCOL.md ("The
 // daemon's duties"); waits in the Go runtime's netpoller (os.File deadlines).
 
 package main
@@ -314,7 +314,7 @@ func (d *daemon) signalled() {
 // until then goes unrecorded.
 func (d *daemon) pump() error {
 	if d.rot.armed || d.disk.low {
-		d.watchSuspend(lookFree(d.top))
+		d.watchSuspend(d.src.lookFree())
 	}
 	if !d.src.switching && d.rot.due(d.now, false) { // a resume
 		if err := d.beginRotation(); err != nil {
@@ -423,7 +423,7 @@ func (d *daemon) periodic() error {
 	if !d.now.Before(d.nextTick) {
 		d.nextTick = d.now.Add(tick)
 		d.checkDisk()
-		free, ok := lookFree(d.top) // one look serves both watches
+		free, ok := d.src.lookFree() // one look serves both watches
 		d.watchSuspend(free, ok)
 		what, err := d.sh.repair()
 		if what != "" {

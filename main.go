@@ -1,6 +1,6 @@
 // main, the exit codes and the one startup sequence (run); each step is a
 // duty's own (top.go, daemonize.go, start.go, sandbox.go, loop.go, stop.go).
-// Speaks PROTOCOL.md ("The daemon's duties", "Command line and exit codes").
+// Speaks docs/PROTOCOL.md ("The daemon's duties", "Command line and exit codes").
 
 package main
 

@@ -58,7 +58,7 @@ func (r *rotation) switched() (resumed bool) {
 // starts suspended there (kernel/acct.c) and would stay so until the
 // kernel's next check.
 func (d *daemon) beginRotation() error {
-	if f, ok := lookFree(d.top); ok && !f.atResume(d.src.limits) {
+	if f, ok := d.src.lookFree(); ok && !f.atResume(d.src.limits) {
 		d.rot.later(d.now)
 		return nil
 	}

@@ -1,6 +1,6 @@
 // System V semaphores: how clients find the daemon and register with it.
 // Speaks semget(2), semop(2), semctl(2), include/uapi/linux/sem.h and the
-// key/value contract in PROTOCOL.md ("Semaphores").
+// key/value contract in docs/PROTOCOL.md ("Semaphores").
 
 package main
 

@@ -2,7 +2,7 @@
 // clients read, the "current" file naming the newest, and their repair when
 // someone removed them (their collection is in clients.go).
 // Speaks openat(2), renameat2(2), unlinkat(2) and the file
-// contract in PROTOCOL.md ("Files").
+// contract in docs/PROTOCOL.md ("Files").
 
 package main
 

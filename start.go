@@ -1,7 +1,7 @@
 // Starting: the privileged resources acquired in order (step 2 of run), the
 // sandbox (step 3) and readiness (step 4). Every failure is undone by
 // abort (stop.go).
-// Speaks setpriority(2) and PROTOCOL.md ("The daemon's duties").
+// Speaks setpriority(2) and docs/PROTOCOL.md ("The daemon's duties").
 
 package main
 
@@ -26,7 +26,7 @@ func (d *daemon) acquire() error {
 	if err := d.claim(); err != nil {
 		return err
 	}
-	old := openLeftover(d.top) // before files replaces their names
+	old := openLeftover(d.src.top) // before files replaces their names
 	defer old.close()
 	if err := d.files(); err != nil {
 		return err
@@ -183,7 +183,7 @@ func (d *daemon) confine() error {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
 		return nil
 	}
-	c := sandboxConfig{top: d.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public, pidfile: d.ready.pidfile}
+	c := sandboxConfig{top: d.src.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public, pidfile: d.ready.pidfile}
 	if !d.wait.polling() {
 		c.netlink = d.wait.nl.fd
 	}

@@ -1,7 +1,7 @@
 // Stopping: accounting off first, then the shadow files removed, or handed
 // over to the next daemon while clients are registered; the abort of a
 // start that failed.
-// Speaks acct(2) through acct.go and PROTOCOL.md ("The daemon's duties").
+// Speaks acct(2) through acct.go and docs/PROTOCOL.md ("The daemon's duties").
 
 package main
 

@@ -60,6 +60,9 @@ func lookFree(fd int) (freeSpace, bool) {
 	return freeSpace{uint64(st.Bavail), uint64(st.Blocks)}, true
 }
 
+// lookFree looks at the source files' file system (the top directory's).
+func (s *source) lookFree() (freeSpace, bool) { return lookFree(s.top) }
+
 // atSuspend and atResume compare as the kernel does: it suspends when
 // f_bavail <= f_blocks * suspend / 100 and resumes when f_bavail >= f_blocks
 // * resume / 100 (integer division, do_div).

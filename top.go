@@ -38,7 +38,7 @@ func closeInherited(keep []int) {
 }
 
 // maxTop is the longest top directory whose shadow file paths fit atop's
-// 512-byte path buffers (PROTOCOL.md); oldAtopTop, the longest that fits
+// 512-byte path buffers (docs/PROTOCOL.md); oldAtopTop, the longest that fits
 // the 128 bytes of atop before 2.12.
 const (
 	maxTop     = 512 - len("/"+shadowDir+"/0000000000.paf") - 1
