@@ -8,37 +8,34 @@ import (
 	"time"
 )
 
-// daemon owns every descriptor, buffer and counter of the running daemon,
-// grouped by what owns them.
+// daemon composes the duties; each field is one duty's state, a kernel
+// resource, or the loop's clock and counters.
 type daemon struct {
 	opts options
 	log  *logger
 
-	ready readiness // daemonize.go
-
-	// Kernel resources, acquired at start, released by cleanup.
-	src *source
-	sh  *shadow
-	sem semaphores
+	// Kernel resources, acquired at start (start.go), released by cleanup
+	// (stop.go).
+	src  *source    // acct.go: the source files
+	sh   *shadow    // shadow.go
+	sem  semaphores // sem.go
+	wait waiter     // loop.go: netlink and the signal pipe
 
 	// The loop (loop.go).
-	wait     waiter
 	pace     pacer
 	stop     stopRequest
 	stats    counters
 	now      time.Time
-	nextTick time.Time
+	nextTick time.Time // the once-a-second duties
 
+	// The duties, each in its file.
+	ready   readiness   // daemonize.go
 	clients clientWatch // clients.go
-	mem     memory      // memory.go
 	rot     rotation    // rotate.go
-
-	// The accounting and disk watch (watch.go).
-	acct acctWatch
-	disk diskGuard
-
-	// The status file (status.go).
-	status statusFile
+	acct    acctWatch   // acctwatch.go
+	disk    diskGuard   // disk.go
+	status  statusFile  // status.go
+	mem     memory      // memory.go
 }
 
 func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
