@@ -365,3 +365,51 @@ func acctMain(path string) {
 	}
 	os.Exit(0)
 }
+
+// stall is how long a client may read nothing new while it waits for
+// records: waits end when records stop coming, not after a total time, so
+// that they last as long as the machine needs to make them.
+const stall = 10 * time.Second
+
+// readUntil polls the client until done says so, failing when no new
+// record has arrived for stall.
+func readUntil(t *testing.T, c *client, what string, done func() bool) {
+	t.Helper()
+	last, n := time.Now(), len(c.pids)
+	for {
+		if err := c.poll(); err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		if done() {
+			return
+		}
+		if len(c.pids) > n {
+			last, n = time.Now(), len(c.pids)
+		} else if time.Since(last) > stall {
+			t.Fatalf("no new record for %s waiting for %s (%d read)", stall, what, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitRecords polls the client until it has read n records in all.
+func waitRecords(t *testing.T, c *client, n int) {
+	t.Helper()
+	readUntil(t, c, fmt.Sprintf("%d records", n), func() bool { return len(c.pids) >= n })
+}
+
+// follow polls the client until it has read every record of the storm.
+func follow(t *testing.T, c *client, want stormRun) {
+	t.Helper()
+	var err error
+	defer func() {
+		t.Logf("client: %d attaches, %d records, at file %d offset %d", c.attaches, len(c.pids), c.seq, c.off)
+	}()
+	readUntil(t, c, "every record of the storm", func() bool {
+		err = c.check(want)
+		return !errors.Is(err, errNotFound)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -10,11 +10,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -519,5 +521,126 @@ func TestIntegrationOpenRC(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("facts: %v\nrc-service:\n%s", facts, log)
+	}
+}
+
+// TestIntegrationInitScript runs init/atopacct.init under busybox: its ash,
+// its start-stop-daemon and nothing else on the PATH.
+func TestIntegrationInitScript(t *testing.T) {
+	bin := integration(t)
+	bb := tool(t, "BUSYBOX", "busybox", "apt-get install busybox")
+	applets := t.TempDir()
+	if out, err := exec.Command(bb, "--install", "-s", applets).CombinedOutput(); err != nil {
+		t.Fatalf("busybox --install: %v: %s", err, out)
+	}
+	top := newTop(t)
+	d := &daemonProc{top: top, pidfile: filepath.Join(t.TempDir(), "atopacctd.pid")}
+	t.Cleanup(func() { d.stop(t, unix.SIGKILL) })
+	victim := exec.Command("sleep", "600") // stands for an unrelated process
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { victim.Process.Kill(); victim.Wait() })
+	script, _ := filepath.Abs("init/atopacct.init")
+	run := func(action string) (string, int) {
+		cmd := exec.Command(filepath.Join(applets, "sh"), script, action)
+		cmd.Env = []string{"PATH=" + applets, "DAEMON=" + bin, "PIDFILE=" + d.pidfile, "TOPDIR=" + top}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out)), cmd.ProcessState.ExitCode()
+	}
+	for _, step := range []struct {
+		action, out string
+		code        int
+	}{
+		{"start", "", 0},
+		{"status", "atopacctd is running", 0},
+		{"start", "already running", 0},
+		{"stop", "", 0},
+		{"status", "not running", 3},
+		{"stop", "", 0},
+		// A PID file left by a crash, naming a process that is not the
+		// daemon (a storm recycles PIDs): never signalled, never taken for
+		// the daemon.
+		{"stale", "", 0},
+		{"status", "not running", 3},
+		{"stop", "", 0},
+		{"restart", "", 0}, // none running: a start
+		{"status", "atopacctd is running", 0},
+		{"stop", "", 0},
+		{"bogus", "usage:", 2},
+	} {
+		if step.action == "stale" {
+			if err := os.WriteFile(d.pidfile, []byte(strconv.Itoa(victim.Process.Pid)+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		out, code := run(step.action)
+		if code != step.code || !strings.Contains(out, step.out) {
+			t.Fatalf("%s: exit %d, %q; want %d and %q", step.action, code, out, step.code, step.out)
+		}
+		if (step.action == "start" || step.action == "restart") && d.pidfd == 0 {
+			d.adopt(t, bin)
+		}
+		if step.action == "stop" && d.pidfd != 0 {
+			// The script waits until the process runs no program any more
+			// (/proc/PID/exe gone); its last threads may take a moment more.
+			waitFor(t, time.Second, "the daemon's threads to exit after stop", d.exited)
+			unix.Close(d.pidfd)
+			d.pidfd = 0
+			if names := topNames(t, top); len(names) != 0 {
+				t.Errorf("top directory after stop holds %v", names)
+			}
+		}
+	}
+	// restart with a client registered: the next daemon takes over from the
+	// running one (--restart) with accounting on throughout, so the client
+	// reads every record once, in order, attached once.
+	if out, code := run("start"); code != 0 {
+		t.Fatalf("start: exit %d, %q", code, out)
+	}
+	d.adopt(t, bin)
+	c := attached(t, top)
+	wait := startStorm(t, 20000)
+	waitRecords(t, c, 2000)
+	replace := func() {
+		if out, code := run("restart"); code != 0 {
+			t.Fatalf("restart: exit %d, %q", code, out)
+		}
+		if !d.exited() {
+			t.Error("the daemon restart replaced still runs")
+		}
+		unix.Close(d.pidfd)
+		d.adopt(t, bin)
+	}
+	replace()
+	r := wait(t)
+	follow(t, c, r)
+	t.Logf("FIGURE init script restart mid-storm: 0 of %d records lost or duplicated; client attached %d times", len(r.pids), c.attaches)
+	if c.attaches != 1 {
+		t.Errorf("client attached %d times across restart, want once", c.attaches)
+	}
+	c.detach()
+	// The real clients read on across restart: every exit before and after.
+	// They start once the daemon is client-less again: an atop registering
+	// while it holds the lock to reset runs without accounting.
+	waitFor(t, 10*time.Second, "the client-less reset", func() bool {
+		exec.Command("/bin/true").Run() // wakes the daemon
+		files := shadowFiles(t, top)
+		return len(files) == 1 && files[0] == 0
+	})
+	atopsSeeAll(t, top, realAtops(t), replace)
+	if out, code := run("stop"); code != 0 {
+		t.Fatalf("stop: exit %d, %q", code, out)
+	}
+
+	// Our own child: a zombie, not reaped, if a signal killed it.
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", victim.Process.Pid))
+	if _, state, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(state, "S") {
+		t.Errorf("the process a stale PID file named is no longer sleeping: %q", stat)
 	}
 }

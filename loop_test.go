@@ -2,6 +2,10 @@ package main
 
 import (
 	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +174,44 @@ func TestWakeupAllocs(t *testing.T) {
 		if want := uint64(turns * 3); d.stats.copied != want || d.stats.events != uint64(turns) {
 			t.Errorf("periodic %v: copied %d records and %d events, want %d and %d", periodic, d.stats.copied, d.stats.events, want, turns)
 		}
+	}
+}
+
+func TestIntegrationStorm(t *testing.T) {
+	bin := integration(t)
+	top := newTop(t)
+	startDaemon(t, bin, top, "--records", "1000", "--source-max", "65536")
+	c := attached(t, top)
+	n := 20000
+	if s := os.Getenv("ATOPACCTD_STORM"); s != "" {
+		n = atoi(s) // e.g. 200000 for the figure in the closing note
+	}
+	pids := storm(t, n)
+	follow(t, c, pids)
+	t.Logf("%d of %d storm records read once, in order, over %d shadow files", len(pids.pids), n, c.files)
+	if c.files < 20 {
+		t.Errorf("records spread over %d shadow files, want >= 20", c.files)
+	}
+	for i, size := range c.fullSize {
+		if size != 64000 {
+			t.Errorf("full shadow file #%d holds %d bytes, want 64000", i, size)
+		}
+	}
+	files := shadowFiles(t, top)
+	newest := slices.Max(slices.Collect(maps.Keys(files)))
+	for seq, size := range files {
+		if seq != newest && size != 64000 {
+			t.Errorf("shadow file %d holds %d bytes, want 64000 (only the newest may hold fewer)", seq, size)
+		}
+	}
+	st := statusOf(t, bin, top)
+	if statusNumber(st, "source rotations") < 12 {
+		t.Errorf("want >= 12 source rotations for 20,000 records at 64 KiB; status:\n%s", st)
+	}
+	if !strings.Contains(st, "clients: 1\n") || !strings.Contains(st, "accounting: on\n") {
+		t.Errorf("status lacks clients: 1 or accounting: on:\n%s", st)
+	}
+	if info, err := os.Stat(filepath.Join(top, sourceName)); err != nil || info.Size() > 65536+64*readRecords {
+		t.Errorf("source file %v, %v: not bounded by --source-max", info, err)
 	}
 }
