@@ -30,7 +30,12 @@ type clientWatch struct {
 	lockStuck bool      // collecting without the lock (logged once)
 	tampered  bool      // a client count out of range was seen (logged once)
 	foreign   bool      // another process's set holds the public key (logged once)
+
+	dropped uint64 // records dropped for want of a client, since start
 }
+
+// drop counts n records dropped for want of a client.
+func (c *clientWatch) drop(n uint64) { c.dropped += n }
 
 // clientVerdict is what the public semaphores say of clients (presence).
 type clientVerdict int

@@ -24,7 +24,6 @@ type daemon struct {
 	// The loop (loop.go).
 	pace     pacer
 	stop     stopRequest
-	stats    counters
 	now      time.Time
 	nextTick time.Time // the once-a-second duties
 

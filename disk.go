@@ -24,6 +24,8 @@ type diskGuard struct {
 	overflow bool   // the backlog went above --backlog in this episode
 	held     int64  // the backlog at the last look
 	skipped  uint64 // records skipped since low
+
+	skippedAll uint64 // records skipped since start
 }
 
 // diskVerdict is what diskDecide tells the guard to do.
@@ -133,6 +135,6 @@ func (d *daemon) deliverAll(recs []byte) error {
 
 // countSkipped counts n records skipped, in all and in this episode.
 func (d *daemon) countSkipped(n uint64) {
-	d.stats.skipped += n
 	d.disk.skipped += n
+	d.disk.skippedAll += n
 }

@@ -144,6 +144,16 @@ type waiter struct {
 	events  int
 	overrun bool
 	err     error
+
+	total, overruns uint64 // exit events and ENOBUFS since start
+}
+
+// count adds the last wait's events and overrun to the totals.
+func (w *waiter) count() {
+	w.total += uint64(w.events)
+	if w.overrun {
+		w.overruns++
+	}
 }
 
 func newWaiter() waiter { return waiter{sig: sigPipe{r: -1, w: -1}} }
@@ -266,10 +276,7 @@ func (d *daemon) wakeup() error {
 			return nil
 		}
 	}
-	if d.wait.overrun {
-		d.stats.overruns++
-	}
-	d.stats.events += uint64(d.wait.events)
+	d.wait.count()
 	d.acct.exits(d.now, uint64(d.wait.events))
 	if err := d.pump(); err != nil {
 		return err
@@ -286,7 +293,7 @@ func (d *daemon) signalled() {
 		switch syscall.Signal(s) {
 		case unix.SIGUSR1:
 			d.log.infof("records copied %d, dropped (no clients) %d, skipped (disk full) %d; exit events %d, overruns %d; source rotations %d; current %d/%d",
-				d.stats.copied, d.stats.dropped, d.stats.skipped, d.stats.events, d.stats.overruns, d.stats.rotations, d.sh.seq, d.sh.max)
+				d.sh.copied, d.clients.dropped, d.disk.skippedAll, d.wait.total, d.wait.overruns, d.rot.rotations, d.sh.seq, d.sh.max)
 		case unix.SIGTERM:
 			d.log.noticef("SIGTERM: stopping")
 			d.stop.ask(exitOK)
@@ -399,14 +406,13 @@ func (d *daemon) deliver(recs []byte) (int, error) {
 	switch {
 	case !want:
 		d.pace.count(uint64(len(recs) / size))
-		d.stats.dropped += uint64(len(recs) / size)
+		d.clients.drop(uint64(len(recs) / size))
 		return len(recs), nil
 	case d.disk.low:
 		return 0, nil
 	}
 	written, err := d.sh.write(recs)
 	d.pace.count(uint64(written))
-	d.stats.copied += uint64(written)
 	if errors.Is(err, errDiskFull) {
 		d.disk.full()
 		d.log.warnf("%s: %v: keeping records in the source file until there is room", shadowDir, err)

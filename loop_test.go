@@ -171,8 +171,8 @@ func TestWakeupAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("periodic %v: %v allocations per wakeup, want 0", periodic, allocs)
 		}
-		if want := uint64(turns * 3); d.stats.copied != want || d.stats.events != uint64(turns) {
-			t.Errorf("periodic %v: copied %d records and %d events, want %d and %d", periodic, d.stats.copied, d.stats.events, want, turns)
+		if want := uint64(turns * 3); d.sh.copied != want || d.wait.total != uint64(turns) {
+			t.Errorf("periodic %v: copied %d records and %d events, want %d and %d", periodic, d.sh.copied, d.wait.total, want, turns)
 		}
 	}
 }

@@ -19,6 +19,8 @@ type rotation struct {
 	armed   bool      // the source file system was at the kernel's suspend level since the last switch (watchSuspend)
 	retry   time.Time // no switch before this: the last try failed, or found no room
 	unnamed bool      // a source file was removed (logged once)
+
+	rotations uint64 // switches finished since start
 }
 
 // due says whether a switch is to begin at now: the file being written is
@@ -85,6 +87,6 @@ func (d *daemon) finishRotation() error {
 	case err != nil:
 		return fail(exitFiles, err)
 	}
-	d.stats.rotations++
+	d.rot.rotations++
 	return nil
 }

@@ -104,10 +104,11 @@ type shadow struct {
 	max     int64 // records per file
 	recSize int
 
-	seq    int64 // sequence number of the file being written
-	fd     int   // that file, open for writing
-	n      int64 // records in it
-	oldest int64 // sequence number of the oldest file kept
+	seq    int64  // sequence number of the file being written
+	fd     int    // that file, open for writing
+	n      int64  // records in it
+	copied uint64 // records written since start
+	oldest int64  // sequence number of the oldest file kept
 
 	adopted  bool   // create took over a previous daemon's directory
 	repaired string // what start had to recreate, for repair to report
@@ -268,10 +269,18 @@ func (s *shadow) writeCurrent(seq int64) error {
 	return nil
 }
 
-// write appends whole records, moving to the next file as soon as one holds
+// write writes recs (whole records) to the shadow files, counted in copied
+// (writeAll).
+func (s *shadow) write(recs []byte) (int, error) {
+	n, err := s.writeAll(recs)
+	s.copied += uint64(n)
+	return n, err
+}
+
+// writeAll appends whole records, moving to the next file as soon as one holds
 // max records, and returns how many it wrote. On a full file system the
 // partial record is cut off and errDiskFull returned: the files stay valid.
-func (s *shadow) write(recs []byte) (written int, err error) {
+func (s *shadow) writeAll(recs []byte) (written int, err error) {
 	for len(recs) > 0 {
 		chunk := recs[:min(int64(len(recs)), (s.max-s.n)*int64(s.recSize))]
 		for len(chunk) > 0 {

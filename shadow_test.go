@@ -307,8 +307,8 @@ func TestCopyAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per wakeup, want 0", allocs)
 	}
-	if want := uint64(201 * 37); d.stats.copied != want {
-		t.Errorf("copied %d records, want %d", d.stats.copied, want)
+	if want := uint64(201 * 37); d.sh.copied != want {
+		t.Errorf("copied %d records, want %d", d.sh.copied, want)
 	}
 	if d.sh.seq != int64(201*37/100) {
 		t.Errorf("at shadow file %d, want %d", d.sh.seq, 201*37/100)

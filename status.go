@@ -24,13 +24,6 @@ const (
 	pidKey     = "pid: "
 )
 
-// counters are what SIGUSR1 logs and the status file shows.
-type counters struct {
-	copied, dropped, skipped uint64 // records
-	events, overruns         uint64 // exit events, ENOBUFS
-	rotations                uint64 // source file switches
-}
-
 // appendStatus formats the status file into b without allocating.
 func (d *daemon) appendStatus(b []byte) []byte {
 	line := func(b []byte, key string, v uint64) []byte {
@@ -59,15 +52,15 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = append(b, " bytes\naccounting: "...)
 	b = append(b, d.accounting()...)
 	b = append(b, '\n')
-	b = line(b, "records copied: ", d.stats.copied)
-	b = line(b, "records dropped (no clients): ", d.stats.dropped)
-	b = line(b, "records skipped (disk full): ", d.stats.skipped)
-	b = line(b, "exit events: ", d.stats.events)
-	b = line(b, "event overruns: ", d.stats.overruns)
+	b = line(b, "records copied: ", d.sh.copied)
+	b = line(b, "records dropped (no clients): ", d.clients.dropped)
+	b = line(b, "records skipped (disk full): ", d.disk.skippedAll)
+	b = line(b, "exit events: ", d.wait.total)
+	b = line(b, "event overruns: ", d.wait.overruns)
 	b = line(b, "log lines dropped: ", d.log.dropped)
 	b = line(b, "gc cycles: ", d.mem.gcCycles())
 	b = line(b, "goroutines: ", uint64(runtime.NumGoroutine()))
-	return line(b, "source rotations: ", d.stats.rotations)
+	return line(b, "source rotations: ", d.rot.rotations)
 }
 
 // statusFile is the status file's name and its content as published and
