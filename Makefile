@@ -74,7 +74,7 @@ VMARCH ?= arm64
 vm:
 	bash .ci/vm $(VMARCH)
 
-# The fault suite (faults_test.go, build tag faults; root; CI runs it): one
+# The fault suite (faults_*_test.go, build tag faults; root; CI runs it): one
 # test per way the C daemon broke, each printing a FIGURE line. About 5
 # minutes on a quiet machine of CI's kind, 25 beside make check-busy's load.
 FAULTS_TIMEOUT ?= 20m
