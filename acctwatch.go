@@ -120,10 +120,10 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 	below := ok && !free.atResume(d.src.limits)
 	w := &d.acct
 	ended := true
-	if w.starved(d.now) && !d.wait.polling() {
+	if w.starved(d.turn.now) && !d.wait.polling() {
 		ended = d.wait.nl.groupEnded(w.unmatched)
 	}
-	switch acctDecide(*w, d.now, below, ended, d.opts.reclaim) {
+	switch acctDecide(*w, d.turn.now, below, ended, d.opts.reclaim) {
 	case acctLeaders:
 		if !w.leaders {
 			d.log.infof("%d exit events without a record, all of thread-group leaders whose threads live on: no sign that accounting is lost", w.unmatched)
@@ -133,7 +133,7 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 		// The kernel looks at the space of a newly switched file at its
 		// first record (kernel/acct.c, acct_on): switching files makes it
 		// resume at once instead of at its next check.
-		w.resumed(d.now, d.src.limits.check)
+		w.resumed(d.turn.now, d.src.limits.check)
 		d.rot.resumeNow() // pump switches files as soon as no switch is pending
 		if !d.rot.armed { // else the switch says so
 			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.src.limits.resume)
@@ -143,14 +143,14 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
 			d.opts.top, d.src.limits.resume, d.src.limits.suspend, d.src.limits.resume)
 	case acctLose:
-		w.state, w.lostAt = acctLost, d.now
+		w.state, w.lostAt = acctLost, d.turn.now
 		then := "never taking it back (--reclaim 0)"
 		if d.opts.reclaim > 0 {
 			then = "taking it back in " + d.opts.reclaim.String()
 		}
-		d.log.warnf("%d exits without an accounting record in %s: another program has taken process accounting; %s", w.unmatched, d.now.Sub(w.since).Round(time.Second), then)
+		d.log.warnf("%d exits without an accounting record in %s: another program has taken process accounting; %s", w.unmatched, d.turn.now.Sub(w.since).Round(time.Second), then)
 	case acctReclaim:
-		w.lostAt = d.now // the next try, if this one fails
+		w.lostAt = d.turn.now // the next try, if this one fails
 		if err := d.src.reclaim(); err != nil {
 			d.log.warnf("%v: trying again in %s", err, d.opts.reclaim)
 			return

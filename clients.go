@@ -145,19 +145,19 @@ func (d *daemon) collect() {
 	switch {
 	case d.sem.public < 0: // no set of its own (reclaimPublic), so no lock: as with a kept lock
 	case err != nil:
-		d.clients.nextGC = d.now.Add(tick)
+		d.clients.nextGC = d.turn.now.Add(tick)
 		return
 	case locked:
 		d.clients.lockTaken()
-	case !d.clients.lockKept(d.now, d.log):
-		d.clients.nextGC = d.now.Add(tick) // a client is attaching: try again soon
+	case !d.clients.lockKept(d.turn.now, d.log):
+		d.clients.nextGC = d.turn.now.Add(tick) // a client is attaching: try again soon
 		return
 	}
 	removed, err := d.sh.collect()
 	if locked {
 		d.sem.unlock()
 	}
-	d.clients.nextGC = d.now.Add(d.opts.gcInterval)
+	d.clients.nextGC = d.turn.now.Add(d.opts.gcInterval)
 	if err != nil {
 		d.log.warnf("garbage collection: %v", err)
 	}

@@ -22,7 +22,7 @@ func (d *daemon) pump() error {
 	if d.rot.armed || d.disk.low {
 		d.watchSuspend(d.src.lookFree())
 	}
-	if !d.src.switching && d.rot.due(d.now, false) { // a resume
+	if !d.src.switching && d.rot.due(d.turn.now, false) { // a resume
 		if err := d.beginRotation(); err != nil {
 			return err
 		}
@@ -41,7 +41,7 @@ func (d *daemon) pump() error {
 		return d.hold()
 	case d.src.switching:
 		return d.finishRotation()
-	case !d.rot.due(d.now, d.src.off >= d.opts.sourceMax):
+	case !d.rot.due(d.turn.now, d.src.off >= d.opts.sourceMax):
 		return nil
 	}
 	if err := d.beginRotation(); err != nil || !d.src.switching {
@@ -104,14 +104,14 @@ func (d *daemon) deliver(recs []byte) (int, error) {
 	}
 	switch {
 	case !want:
-		d.pace.count(uint64(len(recs) / size))
+		d.turn.pace.count(uint64(len(recs) / size))
 		d.clients.drop(uint64(len(recs) / size))
 		return len(recs), nil
 	case d.disk.low:
 		return 0, nil
 	}
 	written, err := d.sh.write(recs)
-	d.pace.count(uint64(written))
+	d.turn.pace.count(uint64(written))
 	if errors.Is(err, errDiskFull) {
 		d.disk.full()
 		d.log.warnf("%s: %v: keeping records in the source file until there is room", shadowDir, err)

@@ -5,7 +5,6 @@ package main
 
 import (
 	"os"
-	"time"
 )
 
 // daemon composes the duties; each field is one duty's state, a kernel
@@ -21,11 +20,7 @@ type daemon struct {
 	sem  semaphores // sem.go
 	wait waiter     // loop.go: netlink and the signal pipe
 
-	// The loop (loop.go).
-	pace     pacer
-	stop     stopRequest
-	now      time.Time
-	nextTick time.Time // the once-a-second duties
+	turn turnState // loop.go: the loop's time, pace and stop
 
 	// The duties, each in its file.
 	ready   readiness   // daemonize.go
@@ -39,7 +34,7 @@ type daemon struct {
 
 func newDaemon(o options, top int, log *logger, ready *os.File) *daemon {
 	d := &daemon{opts: o, log: log, ready: newReadiness(ready), wait: newWaiter(),
-		stop: stopRequest{code: -1}, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
+		turn: turnState{stop: stopRequest{code: -1}}, src: newSource(top), sh: newShadow(top, o.records), sem: semaphores{private: -1, public: -1},
 		status: newStatusFile(), mem: newMemory()}
 	return d
 }

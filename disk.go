@@ -86,7 +86,7 @@ func (d *daemon) hold() error {
 	}
 	d.src.seenAll() // copied later, they are no news of accounting
 	d.disk.held = d.src.backlog()
-	if !d.src.switching && d.rot.due(d.now, d.src.off >= d.opts.sourceMax) {
+	if !d.src.switching && d.rot.due(d.turn.now, d.src.off >= d.opts.sourceMax) {
 		return d.beginRotation()
 	}
 	return nil

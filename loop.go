@@ -225,6 +225,15 @@ func (w *waiter) close() {
 	}
 }
 
+// turnState is the loop's own state: the time of the turn, when the
+// once-a-second duties run next, the storm pacer, and whether to stop.
+type turnState struct {
+	now      time.Time
+	nextTick time.Time
+	pace     pacer
+	stop     stopRequest
+}
+
 // stopRequest is why the loop stops: code is -1 until a signal or a fatal
 // error asks it to, then the exit code (the last request's).
 type stopRequest struct {
@@ -238,22 +247,22 @@ func (r *stopRequest) forSuccessor() { r.replaced, r.code = true, exitOK }
 
 // loop runs turns until a signal or a fatal error, then cleans up.
 func (d *daemon) loop() int {
-	for !d.stop.asked() {
+	for !d.turn.stop.asked() {
 		if err := d.wakeup(); err != nil {
 			d.log.errorf("%v: accounting switched off, stopping", err)
-			d.stop.ask(exitCode(err, exitFiles))
+			d.turn.stop.ask(exitCode(err, exitFiles))
 		}
 	}
 	d.cleanup()
-	return d.stop.code
+	return d.turn.stop.code
 }
 
 // wakeup is one turn of the loop: pause or wait, signals, events, copy,
 // periodic work. The pause is time.Sleep, not a raw one: the runtime's
 // monitor then sleeps too, and the signal goroutine runs meanwhile.
 func (d *daemon) wakeup() error {
-	timeout := min(d.opts.poll, d.nextTick.Sub(d.now), d.clients.nextGC.Sub(d.now))
-	pause := d.pace.pause
+	timeout := min(d.opts.poll, d.turn.nextTick.Sub(d.turn.now), d.clients.nextGC.Sub(d.turn.now))
+	pause := d.turn.pace.pause
 	if d.rot.armed {
 		// No pause, and a short wait: the first look with room switches
 		// files (watchSuspend), and every exit until then goes unrecorded.
@@ -266,20 +275,20 @@ func (d *daemon) wakeup() error {
 	if err := d.wait.wait(timeout); err != nil {
 		return err
 	}
-	d.now = time.Now()
-	d.pace.startTurn()
+	d.turn.now = time.Now()
+	d.turn.pace.startTurn()
 	if d.wait.sig.pending.Swap(false) {
 		d.signalled()
-		if d.stop.asked() {
+		if d.turn.stop.asked() {
 			return nil
 		}
 	}
 	d.wait.count()
-	d.acct.exits(d.now, uint64(d.wait.events))
+	d.acct.exits(d.turn.now, uint64(d.wait.events))
 	if err := d.pump(); err != nil {
 		return err
 	}
-	d.pace.endTurn(d.now)
+	d.turn.pace.endTurn(d.turn.now)
 	return d.periodic()
 }
 
@@ -294,7 +303,7 @@ func (d *daemon) signalled() {
 				d.sh.copied, d.clients.dropped, d.disk.skippedAll, d.wait.total, d.wait.overruns, d.rot.rotations, d.sh.seq, d.sh.max)
 		case unix.SIGTERM:
 			d.log.noticef("SIGTERM: stopping")
-			d.stop.ask(exitOK)
+			d.turn.stop.ask(exitOK)
 		case unix.SIGUSR2:
 			// From atopacctd --restart, which waits on the private set.
 			if !d.sem.successorWaiting() {
@@ -302,18 +311,18 @@ func (d *daemon) signalled() {
 				continue
 			}
 			d.log.noticef("SIGUSR2: stopping for the daemon taking over")
-			d.stop.forSuccessor()
+			d.turn.stop.forSuccessor()
 		default:
 			d.log.noticef("%s: stopping", syscall.Signal(s))
-			d.stop.ask(128 + int(s))
+			d.turn.stop.ask(128 + int(s))
 		}
 	}
 }
 
 // periodic runs the once-a-second duties and the garbage collection.
 func (d *daemon) periodic() error {
-	if !d.now.Before(d.nextTick) {
-		d.nextTick = d.now.Add(tick)
+	if !d.turn.now.Before(d.turn.nextTick) {
+		d.turn.nextTick = d.turn.now.Add(tick)
 		d.checkDisk()
 		free, ok := d.src.lookFree() // one look serves both watches
 		d.watchSuspend(free, ok)
@@ -330,7 +339,7 @@ func (d *daemon) periodic() error {
 		}
 		d.publish()
 	}
-	if !d.now.Before(d.clients.nextGC) {
+	if !d.turn.now.Before(d.clients.nextGC) {
 		d.collect()
 	}
 	return nil

@@ -143,8 +143,8 @@ func wakeupStep(tb testing.TB) (d *daemon, src, events int) {
 	}
 	tb.Cleanup(func() { d.wait.close(); unix.Close(fds[1]); unix.Close(p[0]); unix.Close(p[1]) })
 	d.opts.poll, d.opts.gcInterval = time.Second, time.Hour
-	d.now = time.Now()
-	d.nextTick, d.clients.nextGC = d.now.Add(time.Hour), d.now.Add(time.Hour)
+	d.turn.now = time.Now()
+	d.turn.nextTick, d.clients.nextGC = d.turn.now.Add(time.Hour), d.turn.now.Add(time.Hour)
 	return d, w, fds[1]
 }
 
@@ -161,7 +161,7 @@ func TestWakeupAllocs(t *testing.T) {
 			unix.Write(w, batch)
 			unix.Write(events, msg)
 			if periodic {
-				d.nextTick, d.clients.nextGC = d.now, d.now
+				d.turn.nextTick, d.clients.nextGC = d.turn.now, d.turn.now
 			}
 			if err := d.wakeup(); err != nil {
 				t.Fatal(err)

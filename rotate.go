@@ -61,12 +61,12 @@ func (r *rotation) switched() (resumed bool) {
 // kernel's next check.
 func (d *daemon) beginRotation() error {
 	if f, ok := d.src.lookFree(); ok && !f.atResume(d.src.limits) {
-		d.rot.later(d.now)
+		d.rot.later(d.turn.now)
 		return nil
 	}
 	if err := d.src.beginSwitch(); err != nil {
 		d.log.warnf("%v: keeping the old source file, retrying in %s", err, tick)
-		d.rot.later(d.now)
+		d.rot.later(d.turn.now)
 		return nil
 	}
 	if d.rot.switched() {

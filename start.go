@@ -208,8 +208,8 @@ func (d *daemon) confine() error {
 // becomeReady is step 4: the loop's clocks start, the status is published,
 // and the starting process (or systemd) hears that the daemon is ready.
 func (d *daemon) becomeReady() {
-	d.now = time.Now()
-	d.nextTick, d.clients.nextGC = d.now, d.now.Add(d.opts.gcInterval)
+	d.turn.now = time.Now()
+	d.turn.nextTick, d.clients.nextGC = d.turn.now, d.turn.now.Add(d.opts.gcInterval)
 	d.publish()
 	d.mem.shed()
 	if err := d.ready.report(exitOK, nil); err != nil {

@@ -32,7 +32,7 @@ func (d *daemon) abort(err error) int {
 // leaves accounting on into the source files and hands everything over. It
 // is safe to call more than once.
 func (d *daemon) cleanup() {
-	replaced := d.stop.replaced && d.sem.successorWaiting()
+	replaced := d.turn.stop.replaced && d.sem.successorWaiting()
 	if replaced {
 		// The next daemon copies on from the source files: nothing is lost
 		// between the two.
@@ -70,7 +70,7 @@ func (d *daemon) handOver(clients int) {
 		return
 	}
 	if d.src.buf != nil { // accounting was on
-		d.now = time.Now()
+		d.turn.now = time.Now()
 		err := d.drain()
 		if err == nil && d.src.switching && !d.disk.low {
 			if err = d.finishRotation(); err == nil {
@@ -80,7 +80,7 @@ func (d *daemon) handOver(clients int) {
 		if err != nil {
 			d.log.errorf("%v", err)
 		}
-		if n := d.src.backlog(); d.disk.low && n > 0 && !d.stop.replaced {
+		if n := d.src.backlog(); d.disk.low && n > 0 && !d.turn.stop.replaced {
 			d.log.warnf("%s: %d bytes of records held for want of space are not copied", shadowDir, n)
 		}
 	}

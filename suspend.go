@@ -120,7 +120,7 @@ func (d *daemon) watchSuspend(free freeSpace, ok bool) {
 	case suspendSwitch:
 		d.rot.resumeNow() // beginRotation says when it has switched
 		if d.acct.state == acctSuspended {
-			d.acct.resumed(d.now, d.src.limits.check)
+			d.acct.resumed(d.turn.now, d.src.limits.check)
 		}
 	}
 }
