@@ -15,51 +15,51 @@ import (
 
 // acctV3 is struct acct_v3 (ac_version 3).
 type acctV3 struct {
-	flag     uint8  // ac_flag
-	version  uint8  // ac_version
-	tty      uint16 // ac_tty
-	exitcode uint32 // ac_exitcode
-	uid      uint32 // ac_uid
-	gid      uint32 // ac_gid
-	pid      uint32 // ac_pid
-	ppid     uint32 // ac_ppid
-	btime    uint32 // ac_btime
-	etime    uint32 // ac_etime (a float to user space)
-	utime    uint16 // ac_utime, comp_t like those below
-	stime    uint16 // ac_stime
-	mem      uint16 // ac_mem
-	io       uint16 // ac_io
-	rw       uint16 // ac_rw
-	minflt   uint16 // ac_minflt
-	majflt   uint16 // ac_majflt
-	swaps    uint16 // ac_swaps
-	comm     [acctComm]byte
+	_       uint8  // ac_flag
+	version uint8  // ac_version
+	_       uint16 // ac_tty
+	_       uint32 // ac_exitcode
+	_       uint32 // ac_uid
+	_       uint32 // ac_gid
+	pid     uint32 // ac_pid
+	ppid    uint32 // ac_ppid
+	btime   uint32 // ac_btime
+	_       uint32 // ac_etime (a float to user space)
+	_       uint16 // ac_utime, comp_t like those below
+	_       uint16 // ac_stime
+	_       uint16 // ac_mem
+	_       uint16 // ac_io
+	_       uint16 // ac_rw
+	_       uint16 // ac_minflt
+	_       uint16 // ac_majflt
+	_       uint16 // ac_swaps
+	comm    [acctComm]byte
 }
 
 // acctV2 is struct acct (ac_version 2).
 type acctV2 struct {
-	flag     uint8  // ac_flag
-	version  uint8  // ac_version
-	uid16    uint16 // ac_uid16
-	gid16    uint16 // ac_gid16
-	tty      uint16 // ac_tty
-	btime    uint32 // ac_btime
-	utime    uint16 // ac_utime, comp_t like those below
-	stime    uint16 // ac_stime
-	etime    uint16 // ac_etime
-	mem      uint16 // ac_mem
-	io       uint16 // ac_io
-	rw       uint16 // ac_rw
-	minflt   uint16 // ac_minflt
-	majflt   uint16 // ac_majflt
-	swaps    uint16 // ac_swaps
-	ahz      uint16 // ac_ahz
-	exitcode uint32 // ac_exitcode
-	comm     [acctComm + 1]byte
-	etimeHi  uint8  // ac_etime_hi
-	etimeLo  uint16 // ac_etime_lo
-	uid      uint32 // ac_uid
-	gid      uint32 // ac_gid
+	_     uint8  // ac_flag
+	_     uint8  // ac_version
+	_     uint16 // ac_uid16
+	_     uint16 // ac_gid16
+	_     uint16 // ac_tty
+	btime uint32 // ac_btime
+	_     uint16 // ac_utime, comp_t like those below
+	_     uint16 // ac_stime
+	_     uint16 // ac_etime
+	_     uint16 // ac_mem
+	_     uint16 // ac_io
+	_     uint16 // ac_rw
+	_     uint16 // ac_minflt
+	_     uint16 // ac_majflt
+	_     uint16 // ac_swaps
+	_     uint16 // ac_ahz
+	_     uint32 // ac_exitcode
+	comm  [acctComm + 1]byte
+	_     uint8  // ac_etime_hi
+	_     uint16 // ac_etime_lo
+	uid   uint32 // ac_uid
+	_     uint32 // ac_gid
 }
 
 const (
@@ -82,26 +82,26 @@ const (
 
 // cnMsg is struct cn_msg without its data.
 type cnMsg struct {
-	idx   uint32 // id.idx (struct cb_id)
-	val   uint32 // id.val
-	seq   uint32
-	ack   uint32
-	len   uint16 // of the data
-	flags uint16
+	idx uint32 // id.idx (struct cb_id)
+	val uint32 // id.val
+	_   uint32
+	_   uint32
+	len uint16 // of the data
+	_   uint16
 }
 
 // procEventExitMsg is struct proc_event with the exit member of its union
 // (event_data.exit), the one the daemon reads.
 type procEventExitMsg struct {
 	what        uint32 // enum what
-	cpu         uint32
-	timestampNs uint64
+	_           uint32
+	_           uint64
 	processPid  uint32 // exit.process_pid
 	processTgid uint32 // exit.process_tgid
-	exitCode    uint32
-	exitSignal  uint32
-	parentPid   uint32
-	parentTgid  uint32
+	_           uint32
+	_           uint32
+	_           uint32
+	_           uint32
 }
 
 const (
