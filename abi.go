@@ -33,7 +33,7 @@ type acctV3 struct {
 	_       uint16 // ac_minflt
 	_       uint16 // ac_majflt
 	_       uint16 // ac_swaps
-	comm    [acctComm]byte
+	comm    [acctComm]byte // ac_comm
 }
 
 // acctV2 is struct acct (ac_version 2).
@@ -55,7 +55,7 @@ type acctV2 struct {
 	_     uint16 // ac_swaps
 	_     uint16 // ac_ahz
 	_     uint32 // ac_exitcode
-	comm  [acctComm + 1]byte
+	comm  [acctComm + 1]byte // ac_comm
 	_     uint8  // ac_etime_hi
 	_     uint16 // ac_etime_lo
 	uid   uint32 // ac_uid
