@@ -15,51 +15,51 @@ import (
 
 // acctV3 is struct acct_v3 (ac_version 3).
 type acctV3 struct {
-	_       uint8  // ac_flag
-	version uint8  // ac_version
-	_       uint16 // ac_tty
-	_       uint32 // ac_exitcode
-	_       uint32 // ac_uid
-	_       uint32 // ac_gid
-	pid     uint32 // ac_pid
-	ppid    uint32 // ac_ppid
-	btime   uint32 // ac_btime
-	_       uint32 // ac_etime (a float to user space)
-	_       uint16 // ac_utime, comp_t like those below
-	_       uint16 // ac_stime
-	_       uint16 // ac_mem
-	_       uint16 // ac_io
-	_       uint16 // ac_rw
-	_       uint16 // ac_minflt
-	_       uint16 // ac_majflt
-	_       uint16 // ac_swaps
+	_       uint8          // ac_flag
+	version uint8          // ac_version
+	_       uint16         // ac_tty
+	_       uint32         // ac_exitcode
+	_       uint32         // ac_uid
+	_       uint32         // ac_gid
+	pid     uint32         // ac_pid
+	ppid    uint32         // ac_ppid
+	btime   uint32         // ac_btime
+	_       uint32         // ac_etime (a float to user space)
+	_       uint16         // ac_utime, comp_t like those below
+	_       uint16         // ac_stime
+	_       uint16         // ac_mem
+	_       uint16         // ac_io
+	_       uint16         // ac_rw
+	_       uint16         // ac_minflt
+	_       uint16         // ac_majflt
+	_       uint16         // ac_swaps
 	comm    [acctComm]byte // ac_comm
 }
 
 // acctV2 is struct acct (ac_version 2).
 type acctV2 struct {
-	_     uint8  // ac_flag
-	_     uint8  // ac_version
-	_     uint16 // ac_uid16
-	_     uint16 // ac_gid16
-	_     uint16 // ac_tty
-	btime uint32 // ac_btime
-	_     uint16 // ac_utime, comp_t like those below
-	_     uint16 // ac_stime
-	_     uint16 // ac_etime
-	_     uint16 // ac_mem
-	_     uint16 // ac_io
-	_     uint16 // ac_rw
-	_     uint16 // ac_minflt
-	_     uint16 // ac_majflt
-	_     uint16 // ac_swaps
-	_     uint16 // ac_ahz
-	_     uint32 // ac_exitcode
+	_     uint8              // ac_flag
+	_     uint8              // ac_version
+	_     uint16             // ac_uid16
+	_     uint16             // ac_gid16
+	_     uint16             // ac_tty
+	btime uint32             // ac_btime
+	_     uint16             // ac_utime, comp_t like those below
+	_     uint16             // ac_stime
+	_     uint16             // ac_etime
+	_     uint16             // ac_mem
+	_     uint16             // ac_io
+	_     uint16             // ac_rw
+	_     uint16             // ac_minflt
+	_     uint16             // ac_majflt
+	_     uint16             // ac_swaps
+	_     uint16             // ac_ahz
+	_     uint32             // ac_exitcode
 	comm  [acctComm + 1]byte // ac_comm
-	_     uint8  // ac_etime_hi
-	_     uint16 // ac_etime_lo
-	uid   uint32 // ac_uid
-	_     uint32 // ac_gid
+	_     uint8              // ac_etime_hi
+	_     uint16             // ac_etime_lo
+	uid   uint32             // ac_uid
+	_     uint32             // ac_gid
 }
 
 const (
