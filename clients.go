@@ -3,8 +3,8 @@
 // collection of shadow files no client reads any more, under the public
 // lock, which spares files a client holds a read lock on.
 // Speaks semop(2)/semctl(2) through sem.go, fcntl(2) (F_SETLK: a write lock
-// that fails says a client holds a read lock),
-// getdents64(2), and docs/PROTOCOL.md ("Semaphores", "The daemon's duties").
+// that fails says a client holds a read lock), getdents64(2) and
+// docs/PROTOCOL.md ("Semaphores", "The daemon's duties").
 
 package main
 

@@ -28,9 +28,8 @@ func (d *daemon) abort(err error) int {
 // program took it: a local user can forge that belief (exits of a thread
 // group's leader bring no record), and accounting left on into a file
 // nobody drains grows without bound. Replaced by a daemon that waits to
-// take over (--restart), it
-// leaves accounting on into the source files and hands everything over. It
-// is safe to call more than once.
+// take over (--restart), it leaves accounting on into the source files and
+// hands everything over. It is safe to call more than once.
 func (d *daemon) cleanup() {
 	replaced := d.turn.stop.replaced && d.sem.successorWaiting()
 	if replaced {
