@@ -114,6 +114,25 @@ func acctDecide(w acctWatch, now time.Time, below, ended bool, reclaim time.Dura
 	return acctKeep
 }
 
+// discountLeaders forgets the exits without a record, all of leaders whose
+// threads live on; it says whether that is the first time (worth a line).
+func (w *acctWatch) discountLeaders() (first bool) {
+	first = !w.leaders
+	w.leaders, w.unmatched = true, 0
+	return first
+}
+
+// suspended records that the kernel suspended accounting.
+func (w *acctWatch) suspended() { w.state = acctSuspended }
+
+// lose records that another program took accounting at now.
+func (w *acctWatch) lose(now time.Time) { w.state, w.lostAt = acctLost, now }
+
+// reclaiming records a try to take accounting back at now; reclaimed, that
+// it succeeded.
+func (w *acctWatch) reclaiming(now time.Time) { w.lostAt = now }
+func (w *acctWatch) reclaimed()               { w.state, w.unmatched = acctOn, 0 }
+
 // watchAccounting gathers the values, asks acctDecide, and acts.
 // free is a look at the top directory's file system (ok false: it failed).
 func (d *daemon) watchAccounting(free freeSpace, ok bool) {
@@ -125,10 +144,10 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 	}
 	switch acctDecide(*w, d.turn.now, below, ended, d.opts.reclaim) {
 	case acctLeaders:
-		if !w.leaders {
-			d.log.infof("%d exit events without a record, all of thread-group leaders whose threads live on: no sign that accounting is lost", w.unmatched)
+		n := w.unmatched
+		if w.discountLeaders() {
+			d.log.infof("%d exit events without a record, all of thread-group leaders whose threads live on: no sign that accounting is lost", n)
 		}
-		w.leaders, w.unmatched = true, 0
 	case acctResume:
 		// The kernel looks at the space of a newly switched file at its
 		// first record (kernel/acct.c, acct_on): switching files makes it
@@ -139,23 +158,23 @@ func (d *daemon) watchAccounting(free freeSpace, ok bool) {
 			d.log.noticef("%s: %d%% free again: process accounting resumes", d.opts.top, d.src.limits.resume)
 		}
 	case acctSuspend:
-		w.state = acctSuspended
+		w.suspended()
 		d.log.warnf("%s: less than %d%% free: the kernel suspended process accounting (it does at %d%%, resumes at %d%%: /proc/sys/kernel/acct)",
 			d.opts.top, d.src.limits.resume, d.src.limits.suspend, d.src.limits.resume)
 	case acctLose:
-		w.state, w.lostAt = acctLost, d.turn.now
+		w.lose(d.turn.now)
 		then := "never taking it back (--reclaim 0)"
 		if d.opts.reclaim > 0 {
 			then = "taking it back in " + d.opts.reclaim.String()
 		}
 		d.log.warnf("%d exits without an accounting record in %s: another program has taken process accounting; %s", w.unmatched, d.turn.now.Sub(w.since).Round(time.Second), then)
 	case acctReclaim:
-		w.lostAt = d.turn.now // the next try, if this one fails
+		w.reclaiming(d.turn.now) // the next try, if this one fails
 		if err := d.src.reclaim(); err != nil {
 			d.log.warnf("%v: trying again in %s", err, d.opts.reclaim)
 			return
 		}
-		w.state, w.unmatched = acctOn, 0
+		w.reclaimed()
 		d.log.noticef("took process accounting back after %s (--reclaim)", d.opts.reclaim)
 	}
 }

@@ -37,6 +37,23 @@ type clientWatch struct {
 // drop counts n records dropped for want of a client.
 func (c *clientWatch) drop(n uint64) { c.dropped += n }
 
+// gcAt sets the time of the next collection.
+func (c *clientWatch) gcAt(t time.Time) { c.nextGC = t }
+
+// sawTampering says, once, that a client count out of range was seen.
+func (c *clientWatch) sawTampering() bool {
+	first := !c.tampered
+	c.tampered = true
+	return first
+}
+
+// publicMade records whether the daemon's last try made the public set,
+// and returns whether another process's set held the key before it.
+func (c *clientWatch) publicMade(made bool) (wasForeign bool) {
+	wasForeign, c.foreign = c.foreign, !made
+	return wasForeign
+}
+
 // clientVerdict is what the public semaphores say of clients (presence).
 type clientVerdict int
 
@@ -80,8 +97,7 @@ func (d *daemon) clientsPresent() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if clients < 0 && !d.clients.tampered {
-		d.clients.tampered = true
+	if clients < 0 && d.clients.sawTampering() {
 		d.log.warnf("public semaphore set %d: client count %d, below zero: tampered with by a local user; copying on", publicKey, clients)
 	}
 	switch presence(clients, lockFree, d.sh.empty()) {
@@ -120,16 +136,16 @@ func (d *daemon) clientsPresent() (bool, error) {
 // without the lock, and tries again every second (periodic).
 func (d *daemon) reclaimPublic() bool {
 	made, err := d.sem.recreate()
-	switch {
-	case err != nil:
+	if err != nil {
 		d.log.warnf("%v: trying again in %s", err, tick)
 		return false
-	case !made && !d.clients.foreign:
+	}
+	switch wasForeign := d.clients.publicMade(made); {
+	case !made && !wasForeign:
 		d.log.warnf("public semaphore set %d: made by another process before this daemon could make it anew (only root can remove it: ipcrm -S %d); copying on, trying again every %s", publicKey, publicKey, tick)
-	case made && d.clients.foreign:
+	case made && wasForeign:
 		d.log.noticef("public semaphore set %d made anew", publicKey)
 	}
-	d.clients.foreign = !made
 	return made
 }
 
@@ -145,19 +161,19 @@ func (d *daemon) collect() {
 	switch {
 	case d.sem.public < 0: // no set of its own (reclaimPublic), so no lock: as with a kept lock
 	case err != nil:
-		d.clients.nextGC = d.turn.now.Add(tick)
+		d.clients.gcAt(d.turn.now.Add(tick))
 		return
 	case locked:
 		d.clients.lockTaken()
 	case !d.clients.lockKept(d.turn.now, d.log):
-		d.clients.nextGC = d.turn.now.Add(tick) // a client is attaching: try again soon
+		d.clients.gcAt(d.turn.now.Add(tick)) // a client is attaching: try again soon
 		return
 	}
 	removed, err := d.sh.collect()
 	if locked {
 		d.sem.unlock()
 	}
-	d.clients.nextGC = d.turn.now.Add(d.opts.gcInterval)
+	d.clients.gcAt(d.turn.now.Add(d.opts.gcInterval))
 	if err != nil {
 		d.log.warnf("garbage collection: %v", err)
 	}

@@ -56,6 +56,25 @@ func (g *diskGuard) full() {
 	g.low, g.overflow, g.held, g.skipped = true, false, 0, 0
 }
 
+// room records that there is room again: copying resumes.
+func (g *diskGuard) room() { g.low = false }
+
+// sawBacklog remembers the backlog at this look.
+func (g *diskGuard) sawBacklog(n int64) { g.held = n }
+
+// overflowed says, once an episode, that the backlog went above --backlog.
+func (g *diskGuard) overflowed() bool {
+	first := !g.overflow
+	g.overflow = true
+	return first
+}
+
+// skip counts n records skipped, in this episode and since start.
+func (g *diskGuard) skip(n uint64) {
+	g.skipped += n
+	g.skippedAll += n
+}
+
 // checkDisk is the disk guard: it logs when skipping starts and ends.
 func (d *daemon) checkDisk() {
 	low, ok := freeBelow(d.sh.dir, diskFreePct)
@@ -64,7 +83,7 @@ func (d *daemon) checkDisk() {
 		d.disk.full()
 		d.log.warnf("%s: less than %d%% of the file system free: keeping records in the source file (up to --backlog %d bytes)", shadowDir, diskFreePct, d.opts.backlog)
 	case diskResume:
-		d.disk.low = false
+		d.disk.room()
 		d.log.noticef("%s: space available again: copying the backlog, %d records skipped", shadowDir, d.disk.skipped)
 	}
 }
@@ -85,7 +104,7 @@ func (d *daemon) hold() error {
 		}
 	}
 	d.src.seenAll() // copied later, they are no news of accounting
-	d.disk.held = d.src.backlog()
+	d.disk.sawBacklog(d.src.backlog())
 	if !d.src.switching && d.rot.due(d.turn.now, d.src.off >= d.opts.sourceMax) {
 		return d.beginRotation()
 	}
@@ -97,8 +116,7 @@ func (d *daemon) hold() error {
 // of a switch's old file finishes the switch.
 func (d *daemon) skip(n int64) error {
 	size := int64(d.src.format.size)
-	if !d.disk.overflow {
-		d.disk.overflow = true
+	if d.disk.overflowed() {
 		d.log.warnf("%s: backlog above --backlog %d bytes: skipping the oldest records", shadowDir, d.opts.backlog)
 	}
 	for n >= size {
@@ -110,7 +128,7 @@ func (d *daemon) skip(n int64) error {
 		if d.src.switching {
 			k = d.src.others(raw)
 		}
-		d.countSkipped(uint64(k))
+		d.disk.skip(uint64(k))
 		n -= int64(len(raw))
 		if len(raw) == 0 {
 			if !d.src.switching {
@@ -129,12 +147,6 @@ func (d *daemon) skip(n int64) error {
 // skipped.
 func (d *daemon) deliverAll(recs []byte) error {
 	done, err := d.deliver(recs)
-	d.countSkipped(uint64((len(recs) - done) / d.src.format.size))
+	d.disk.skip(uint64((len(recs) - done) / d.src.format.size))
 	return err
-}
-
-// countSkipped counts n records skipped, in all and in this episode.
-func (d *daemon) countSkipped(n uint64) {
-	d.disk.skipped += n
-	d.disk.skippedAll += n
 }

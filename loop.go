@@ -234,6 +234,28 @@ type turnState struct {
 	stop     stopRequest
 }
 
+// begin starts a turn: its time, and the pacer's count.
+func (t *turnState) begin() {
+	t.now = time.Now()
+	t.pace.startTurn()
+}
+
+// startClock starts the loop's clock: the once-a-second duties are due.
+func (t *turnState) startClock() {
+	t.now = time.Now()
+	t.nextTick = t.now
+}
+
+// tickDue says whether the once-a-second duties are due, and if so puts
+// the next ones a tick later.
+func (t *turnState) tickDue() bool {
+	if t.now.Before(t.nextTick) {
+		return false
+	}
+	t.nextTick = t.now.Add(tick)
+	return true
+}
+
 // stopRequest is why the loop stops: code is -1 until a signal or a fatal
 // error asks it to, then the exit code (the last request's).
 type stopRequest struct {
@@ -275,8 +297,7 @@ func (d *daemon) wakeup() error {
 	if err := d.wait.wait(timeout); err != nil {
 		return err
 	}
-	d.turn.now = time.Now()
-	d.turn.pace.startTurn()
+	d.turn.begin()
 	if d.wait.sig.pending.Swap(false) {
 		d.signalled()
 		if d.turn.stop.asked() {
@@ -321,8 +342,7 @@ func (d *daemon) signalled() {
 
 // periodic runs the once-a-second duties and the garbage collection.
 func (d *daemon) periodic() error {
-	if !d.turn.now.Before(d.turn.nextTick) {
-		d.turn.nextTick = d.turn.now.Add(tick)
+	if d.turn.tickDue() {
 		d.checkDisk()
 		free, ok := d.src.lookFree() // one look serves both watches
 		d.watchSuspend(free, ok)

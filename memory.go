@@ -23,6 +23,10 @@ type memory struct {
 
 func newMemory() memory { return memory{stats: new(runtime.MemStats)} }
 
+// mapText finds the executable's read-only mappings (textRanges), before
+// the sandbox hides /proc/self/maps.
+func (m *memory) mapText() { m.text = textRanges() }
+
 // gcCycles reads the runtime's statistics (stopping the world: one
 // goroutine, microseconds) and returns the number of GC cycles.
 func (m *memory) gcCycles() uint64 {

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,7 +57,7 @@ func (d *daemon) claim() error {
 	if err := d.wait.sig.open(); err != nil {
 		return fail(exitFiles, err)
 	}
-	d.mem.text = textRanges()
+	d.mem.mapText()
 	unix.Umask(0o022)
 	return nil
 }
@@ -208,8 +207,8 @@ func (d *daemon) confine() error {
 // becomeReady is step 4: the loop's clocks start, the status is published,
 // and the starting process (or systemd) hears that the daemon is ready.
 func (d *daemon) becomeReady() {
-	d.turn.now = time.Now()
-	d.turn.nextTick, d.clients.nextGC = d.turn.now, d.turn.now.Add(d.opts.gcInterval)
+	d.turn.startClock()
+	d.clients.gcAt(d.turn.now.Add(d.opts.gcInterval))
 	d.publish()
 	d.mem.shed()
 	if err := d.ready.report(exitOK, nil); err != nil {

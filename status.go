@@ -80,12 +80,16 @@ func newStatusFile() statusFile {
 // system, when "records skipped" matters most. A reader may catch it half
 // written: --status reads until two reads agree.
 func (d *daemon) publish() {
-	d.status.next = d.appendStatus(d.status.next[:0])
-	d.status.write(d.sh.dir)
+	d.status.write(d.sh.dir, d.appendStatus(d.status.buffer()))
 }
 
-// write puts next in the file in dir, unless it is what was published.
-func (s *statusFile) write(dir int) {
+// buffer is the buffer to build the next content in.
+func (s *statusFile) buffer() []byte { return s.next[:0] }
+
+// write puts b, built in buffer, in the file in dir, unless it is what was
+// published.
+func (s *statusFile) write(dir int, b []byte) {
+	s.next = b // kept if it grew
 	if bytes.Equal(s.next, s.published) {
 		return
 	}

@@ -5,10 +5,6 @@
 
 package main
 
-import (
-	"time"
-)
-
 // abort ends a start that failed (or a panic): it logs the error, cleans up
 // (accounting off first), reports the failure to the starting process and
 // returns the exit code.
@@ -69,7 +65,7 @@ func (d *daemon) handOver(clients int) {
 		return
 	}
 	if d.src.buf != nil { // accounting was on
-		d.turn.now = time.Now()
+		d.turn.begin()
 		err := d.drain()
 		if err == nil && d.src.switching && !d.disk.low {
 			if err = d.finishRotation(); err == nil {
