@@ -64,7 +64,6 @@ func (s *semaphores) takeOver(id int) (pid int, err error) {
 			if err != nil {
 				return pid, os.NewSyscallError("semtimedop private", err)
 			}
-			s.tookOver = true
 			return pid, nil
 		case <-time.After(time.Millisecond):
 			if n, _ := semctl(id, 0, getZcnt, nil); n > 0 && !asked {

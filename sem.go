@@ -86,11 +86,10 @@ var errAlreadyRunning = errors.New("another atopacctd is running (semaphore 1071
 
 // semaphores owns the daemon's two sets and a preallocated GETALL buffer.
 type semaphores struct {
-	private  int // set ids, -1 until acquired (0 is a valid id)
-	public   int
-	vals     [2]uint16
-	lockOps  [1]sembuf
-	tookOver bool // from a running daemon (--restart): accounting is on, and ours
+	private int // set ids, -1 until acquired (0 is a valid id)
+	public  int
+	vals    [2]uint16
+	lockOps [1]sembuf
 }
 
 // daemonRunning reports whether a daemon holds the private set; it only reads.
