@@ -33,7 +33,7 @@ const takeOverLimit = 30 * time.Second
 // The wait ends once the kernel has undone the old daemon's count at its
 // exit, with this daemon counted in the same operation. It returns the old
 // daemon's pid.
-func (s *semaphores) takeOver(id int) (pid int, err error) {
+func takeOver(id int) (pid int, err error) {
 	pid, err = semctl(id, 0, getPID, nil)
 	if err != nil {
 		return pid, os.NewSyscallError("semctl private GETPID", err)

@@ -132,7 +132,7 @@ func (s *semaphores) acquire(restart bool) (f semFacts, err error) {
 	err = semop(id, []sembuf{{0, 0, unix.IPC_NOWAIT}, {0, 1, semUndo}})
 	switch {
 	case errors.Is(err, unix.EAGAIN) && restart:
-		if f.tookOver, err = s.takeOver(id); err != nil {
+		if f.tookOver, err = takeOver(id); err != nil {
 			return semFacts{}, err
 		}
 	case errors.Is(err, unix.EAGAIN):
