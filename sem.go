@@ -92,14 +92,13 @@ type semaphores struct {
 	lockOps [1]sembuf
 }
 
-// daemonRunning reports whether a daemon holds the private set; it only reads.
+// daemonRunning reports whether a daemon holds the private set; it only
+// reads. A set that is not provably a daemon's (privateVerdict: any local
+// user may create the key first) holds no daemon: the start replaces it.
 func daemonRunning() (bool, error) {
-	id, err := semget(privateKey, 1, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
-	if err != nil {
-		return false, os.NewSyscallError("semget", err)
+	id, err := trustedPrivate()
+	if id < 0 || err != nil {
+		return false, err
 	}
 	v, err := semctl(id, 0, getVal, nil)
 	if err != nil {
@@ -108,9 +107,46 @@ func daemonRunning() (bool, error) {
 	return v > 0, nil
 }
 
+// trustedPrivate returns the private set's id if it is provably a daemon's,
+// else -1.
+func trustedPrivate() (int, error) {
+	id, err := semget(privateKey, 0, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return -1, nil
+	}
+	if err != nil {
+		return -1, os.NewSyscallError("semget", err)
+	}
+	if set, err := readIPCSet(id); err == nil && privateVerdict(set) != "" {
+		return -1, nil
+	}
+	return id, nil // provably a daemon's, or /proc/sysvipc/sem unreadable: trusted as before
+}
+
+// privateVerdict decides whether a private set is provably a daemon's: made
+// and owned by root, mode 0600, one semaphore. Only then are its value (the
+// daemons running) and its last operation's pid (which daemon) root's to
+// set. It returns why not ("" when it is).
+func privateVerdict(set ipcSet) string { return set.unlike(0o600, 1) }
+
+// unlike says how set differs from one root made and owns with mode perms
+// and nsems semaphores ("" if it does not).
+func (set ipcSet) unlike(perms uint32, nsems int) string {
+	switch {
+	case set.uid != 0 || set.cuid != 0:
+		return fmt.Sprintf("owned by uid %d, made by uid %d", set.uid, set.cuid)
+	case set.perms != perms:
+		return fmt.Sprintf("mode %04o, not %04o", set.perms, perms)
+	case set.nsems != nsems:
+		return fmt.Sprintf("%d semaphores, not %d", set.nsems, nsems)
+	}
+	return ""
+}
+
 // semFacts is what acquiring the semaphores found, for the log.
 type semFacts struct {
 	tookOver   int    // the pid of the daemon taken over from (--restart), 0 if none
+	forged     string // why a private set found was not a daemon's (removed), "" if none was
 	removed    ipcSet // a public set not root's that the start removed (uid or cuid not 0)
 	adopted    bool   // the public set a previous daemon left was adopted
 	clients    int    // the clients registered in it
@@ -120,13 +156,14 @@ type semFacts struct {
 // acquire counts this daemon in the private set (undone by the kernel when the
 // process dies), taking over from a running daemon with restart (takeOver),
 // then adopts the public set a previous daemon left (adoptPublic) or creates
-// it anew with the values [100, 1].
+// it anew with the values [100, 1]. A private set that is not provably a
+// daemon's is removed and made anew first: a local user's set would let them
+// refuse every start, or make --restart start a second daemon.
 func (s *semaphores) acquire(restart bool) (f semFacts, err error) {
-	id, err := semget(privateKey, 1, unix.IPC_CREAT|0o600)
-	if err != nil {
-		return f, os.NewSyscallError("semget private", err)
+	if f.forged, err = s.ownPrivate(); err != nil {
+		return f, err
 	}
-	s.private = id
+	id := s.private
 	// Wait-for-zero and +1 in one atomic semop: two daemons starting at once
 	// cannot both succeed.
 	err = semop(id, []sembuf{{0, 0, unix.IPC_NOWAIT}, {0, 1, semUndo}})
@@ -153,6 +190,36 @@ func (s *semaphores) acquire(restart bool) (f semFacts, err error) {
 	return f, err
 }
 
+// ownPrivate finds the private set, or makes it (root's, mode 0600). A set
+// that is not provably a daemon's (privateVerdict) is removed and made anew
+// (as root, any set can be removed), up to createTries times should a
+// local user create it again meanwhile; it returns why the first was not a
+// daemon's. A daemon's set is never removed: two daemons starting at once
+// find or make the same set, and the semop that counts them decides.
+func (s *semaphores) ownPrivate() (forged string, err error) {
+	for try := 0; try < createTries; try++ {
+		id, err := semget(privateKey, 1, unix.IPC_CREAT|0o600)
+		if err != nil {
+			return forged, os.NewSyscallError("semget private", err)
+		}
+		why := ""
+		if set, err := readIPCSet(id); err == nil { // unreadable (no /proc): trusted, as before
+			why = privateVerdict(set)
+		}
+		if why == "" {
+			s.private = id
+			return forged, nil
+		}
+		if forged == "" {
+			forged = why
+		}
+		if _, err := semctl(id, 0, unix.IPC_RMID, nil); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
+			return forged, os.NewSyscallError("semctl IPC_RMID private", err)
+		}
+	}
+	return forged, fmt.Errorf("semget private: re-created by another process %d times in a row", createTries)
+}
+
 // ipcSet is what /proc/sysvipc/sem says of one semaphore set.
 type ipcSet struct {
 	perms     uint32 // permission bits
@@ -165,13 +232,8 @@ type ipcSet struct {
 // [0, 100] and the lock 0 or 1. It returns why not ("" when adoptable);
 // vals is read only once nsems is known to be 2.
 func publicVerdict(set ipcSet, vals func() ([2]uint16, error)) string {
-	switch {
-	case set.uid != 0 || set.cuid != 0:
-		return fmt.Sprintf("owned by uid %d, made by uid %d", set.uid, set.cuid)
-	case set.perms != 0o666:
-		return fmt.Sprintf("mode %04o, not 0666", set.perms)
-	case set.nsems != 2:
-		return fmt.Sprintf("%d semaphores, not 2", set.nsems)
+	if why := set.unlike(0o666, 2); why != "" {
+		return why
 	}
 	v, err := vals()
 	switch {

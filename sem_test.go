@@ -84,3 +84,24 @@ func TestPublicVerdict(t *testing.T) {
 		})
 	}
 }
+
+func TestPrivateVerdict(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  ipcSet
+		why  string
+	}{
+		{"a daemon's", ipcSet{perms: 0o600, nsems: 1}, ""},
+		{"a user's, first", ipcSet{perms: 0o666, nsems: 1, uid: 65534, cuid: 65534}, "owned by uid 65534"},
+		{"given to root by a user", ipcSet{perms: 0o600, nsems: 1, cuid: 65534}, "made by uid 65534"},
+		{"root's, open to all", ipcSet{perms: 0o666, nsems: 1}, "mode 0666"},
+		{"two semaphores", ipcSet{perms: 0o600, nsems: 2}, "2 semaphores"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			why := privateVerdict(tt.set)
+			if !strings.Contains(why, tt.why) || (tt.why == "") != (why == "") {
+				t.Errorf("privateVerdict = %q, want %q", why, tt.why)
+			}
+		})
+	}
+}

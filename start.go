@@ -65,6 +65,9 @@ func (d *daemon) claim() error {
 // semLine is the log line of what acquiring the semaphores found.
 func semLine(f semFacts) string {
 	var parts []string
+	if f.forged != "" {
+		parts = append(parts, fmt.Sprintf("replaced private semaphore set %d (%s): not a daemon's", privateKey, f.forged))
+	}
 	if f.tookOver != 0 {
 		parts = append(parts, fmt.Sprintf("took over from the running daemon (pid %d) with no gap in accounting", f.tookOver))
 	}
