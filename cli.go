@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--backlog BYTES] [--restart] [--no-sandbox] [topdirectory]"
+const usageLine = "usage: atopacctd [-v | -s | -f] [--pidfile PATH] [--records N] [--source-max BYTES] [--gc-interval DURATION] [--poll DURATION] [--reclaim DURATION] [--backlog BYTES] [--shadow-max BYTES] [--restart] [--no-sandbox] [topdirectory]"
 
 const helpText = usageLine + `
 
@@ -31,6 +31,9 @@ TOPDIRECTORY/pacct_shadow.d (default top directory /run) for atop.
                            it back after this long (default 1h; 0 = never)
   --backlog BYTES          while the shadow file system is nearly full, keep up to this
                            much in the source file to copy later (default 4194304)
+  --shadow-max BYTES       the shadow files take at most this much: beyond it the oldest
+                           are removed even while a client reads them (default: a tenth
+                           of the top directory's file system)
   --restart                take over from the running daemon with no gap in accounting:
                            it stops leaving accounting on, this one copies on from where
                            it stopped (no daemon running: an ordinary start)
@@ -54,6 +57,7 @@ type options struct {
 	help, noSandbox, restart    bool
 	pidfile                     string
 	records, sourceMax, backlog int64
+	shadowMax                   int64 // 0: shadowMaxPart of the file system
 	gcInterval, poll, reclaim   time.Duration
 }
 
@@ -121,6 +125,8 @@ func (o *options) set(name string, value func() (string, error)) (known bool, er
 		o.sourceMax, err = positive(name, value)
 	case "--backlog":
 		o.backlog, err = positive(name, value)
+	case "--shadow-max":
+		o.shadowMax, err = positive(name, value)
 	case "--gc-interval":
 		o.gcInterval, err = duration(name, value, false)
 	case "--poll":
@@ -160,7 +166,7 @@ func shown(s string) string {
 
 func takesValue(name string) bool {
 	switch name {
-	case "--pidfile", "--records", "--source-max", "--backlog", "--gc-interval", "--poll", "--reclaim":
+	case "--pidfile", "--records", "--source-max", "--backlog", "--shadow-max", "--gc-interval", "--poll", "--reclaim":
 		return true
 	}
 	return false

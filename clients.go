@@ -28,8 +28,10 @@ type clientWatch struct {
 	nextGC    time.Time // the next collection
 	lockBusy  time.Time // since when collection has found the public lock taken
 	lockStuck bool      // collecting without the lock (logged once)
-	tampered  bool      // a client count out of range was seen (logged once)
+	tampered  tamper    // the kinds of tampering seen (each logged once)
 	foreign   bool      // another process's set holds the public key (logged once)
+
+	readLockSeen time.Time // when a read lock last stood for a client the count did not show
 
 	dropped uint64 // records dropped for want of a client, since start
 }
@@ -37,13 +39,34 @@ type clientWatch struct {
 // drop counts n records dropped for want of a client.
 func (c *clientWatch) drop(n uint64) { c.dropped += n }
 
+// sawReadLock records that a read-locked shadow file stood, at now, for a
+// client the count did not show: the files are not looked at again for a
+// second (each look lists the directory, and takes the lock).
+func (c *clientWatch) sawReadLock(now time.Time) { c.readLockSeen = now }
+
+// readLockFresh reports whether a read lock stood for a client less than a
+// second before now.
+func (c *clientWatch) readLockFresh(now time.Time) bool {
+	return !c.readLockSeen.IsZero() && now.Before(c.readLockSeen.Add(tick))
+}
+
 // gcAt sets the time of the next collection.
 func (c *clientWatch) gcAt(t time.Time) { c.nextGC = t }
 
-// sawTampering says, once, that a client count out of range was seen.
-func (c *clientWatch) sawTampering() bool {
-	first := !c.tampered
-	c.tampered = true
+// tamper is a kind of tampering with the public set, which any local user
+// can do (it is mode 0666).
+type tamper uint8
+
+const (
+	tamperCount tamper = 1 << iota // the client count raised above 100
+	tamperLock                     // the lock raised above 1
+	tamperOps                      // taking or releasing the lock failed (ERANGE: the lock pushed to 32767)
+)
+
+// sawTampering says whether tampering of kind k is seen for the first time.
+func (c *clientWatch) sawTampering(k tamper) bool {
+	first := c.tampered&k == 0
+	c.tampered |= k
 	return first
 }
 
@@ -97,8 +120,11 @@ func (d *daemon) clientsPresent() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if clients < 0 && d.clients.sawTampering() {
+	if clients < 0 && d.clients.sawTampering(tamperCount) {
 		d.log.warnf("public semaphore set %d: client count %d, below zero: tampered with by a local user; copying on", publicKey, clients)
+	}
+	if d.sem.lockForged() && d.clients.sawTampering(tamperLock) {
+		d.log.warnf("public semaphore set %d: lock above 1: tampered with by a local user; treated as free", publicKey)
 	}
 	switch presence(clients, lockFree, d.sh.empty()) {
 	case clientsCopy:
@@ -106,9 +132,11 @@ func (d *daemon) clientsPresent() (bool, error) {
 	case clientsDrop:
 		return false, nil
 	}
-	locked, err := d.sem.tryLock()
-	if err != nil || !locked {
-		return true, err // a client took the lock meanwhile: it is attaching
+	if d.clients.readLockFresh(d.turn.now) {
+		return true, nil
+	}
+	if !d.lock() {
+		return true, nil // a client took the lock meanwhile: it is attaching
 	}
 	clients, _, err = d.sem.values()
 	if err == nil && clients == 0 {
@@ -117,13 +145,12 @@ func (d *daemon) clientsPresent() (bool, error) {
 		var busy bool
 		if busy, err = d.sh.anyInUse(); busy {
 			clients = 1
+			d.clients.sawReadLock(d.turn.now)
 		} else if err == nil {
 			err = d.sh.reset()
 		}
 	}
-	if uerr := d.sem.unlock(); err == nil {
-		err = uerr
-	}
+	d.release()
 	if err == nil && clients == 0 {
 		err = d.sh.dropOthers()
 	}
@@ -157,31 +184,65 @@ func (d *daemon) reclaimPublic() bool {
 // C daemon's always does. It never removes the file current names, the
 // one an attaching client opens.
 func (d *daemon) collect() {
-	locked, err := d.sem.tryLock()
+	locked := d.sem.public >= 0 && d.lock()
 	switch {
-	case d.sem.public < 0: // no set of its own (reclaimPublic), so no lock: as with a kept lock
-	case err != nil:
-		d.clients.gcAt(d.turn.now.Add(tick))
-		return
 	case locked:
 		d.clients.lockTaken()
+	case d.sem.public < 0 || d.clients.lockFailed():
+		// No set of its own (reclaimPublic), or a lock a local user has made
+		// fail: as with a kept lock.
 	case !d.clients.lockKept(d.turn.now, d.log):
 		d.clients.gcAt(d.turn.now.Add(tick)) // a client is attaching: try again soon
 		return
 	}
-	removed, err := d.sh.collect()
+	removed, forced, holder, err := d.sh.collect()
 	if locked {
-		d.sem.unlock()
+		d.release()
 	}
 	d.clients.gcAt(d.turn.now.Add(d.opts.gcInterval))
 	if err != nil {
 		d.log.warnf("garbage collection: %v", err)
+	}
+	if forced > 0 {
+		d.log.warnf("shadow files above %d bytes: removed %d read-locked by a client (pid %d among them); it re-attaches at its next sample (atop >= 2.9; atop 2.8 reads no more until restarted)",
+			d.sh.limit, forced, holder)
 	}
 	if removed > 0 {
 		d.log.infof("removed %d unused shadow files", removed)
 	}
 	d.mem.shed() // what rare paths paged in since: the resident set stays the loop's
 }
+
+// lock takes the public lock without waiting; false means a client holds
+// it. A failure is never fatal, nor is release's: any local user can make
+// either fail (the set is mode 0666: ERANGE once they push the lock to
+// 32767, or once the daemon's undo value is out of range); it is logged
+// once, and the daemon goes on without the lock, as with one kept
+// (lockKept).
+func (d *daemon) lock() bool {
+	locked, err := d.sem.tryLock()
+	if err != nil {
+		d.sawOpsFail(err)
+	}
+	return locked
+}
+
+// release lets go of the public lock lock took.
+func (d *daemon) release() {
+	if err := d.sem.unlock(); err != nil {
+		d.sawOpsFail(err)
+	}
+}
+
+// sawOpsFail logs, once, a lock operation a local user made fail.
+func (d *daemon) sawOpsFail(err error) {
+	if d.clients.sawTampering(tamperOps) {
+		d.log.warnf("public semaphore set %d: %v: tampered with by a local user; going on without the lock", publicKey, err)
+	}
+}
+
+// lockFailed reports whether taking or releasing the lock has failed.
+func (c *clientWatch) lockFailed() bool { return c.tampered&tamperOps != 0 }
 
 // lockKept reports, of a public lock collect found taken at now, whether it
 // has been taken for over lockHeld (said once).
@@ -268,9 +329,12 @@ func (s *shadow) list() ([]int64, error) {
 }
 
 // collect removes unused shadow files, oldest first, never the current one: a
-// file is unused when a write lock on its first byte succeeds; it stops at the
-// first file a client still read-locks. The caller holds the public lock.
-func (s *shadow) collect() (removed int, err error) {
+// file is unused when no client read-locks it (lockHolder); it stops at the
+// first file a client still read-locks, unless the files from there on take
+// more than the limit: then it removes read-locked files too, until they do
+// not, and says how many (forced) and the pid of one lock holder. The caller
+// holds the public lock.
+func (s *shadow) collect() (removed, forced, holder int, err error) {
 	seqs, err := s.list()
 	s.oldest = s.seq
 	for _, seq := range seqs {
@@ -279,8 +343,11 @@ func (s *shadow) collect() (removed int, err error) {
 		}
 		s.oldest = seq
 		name := formatName(s.name[:], seq)
-		if s.inUse(name) {
-			break
+		if pid := s.lockHolder(name); pid != 0 {
+			if s.sizeFrom(seq) <= s.limit {
+				break
+			}
+			forced, holder = forced+1, pid
 		}
 		if unlinkat(s.dir, name, 0) == nil {
 			removed++
@@ -290,28 +357,43 @@ func (s *shadow) collect() (removed int, err error) {
 	if err2 := s.removeStale(); err == nil {
 		err = err2
 	}
-	return removed, err
+	return removed, forced, holder, err
 }
 
-// inUse reports whether a client read-locks the shadow file name: a write
-// lock on its first byte fails (EAGAIN or EACCES). A file that cannot be
-// opened (removed meanwhile) is not in use.
-func (s *shadow) inUse(name []byte) bool {
+// sizeFrom is the size of shadow files seq to the current one, as written.
+func (s *shadow) sizeFrom(seq int64) int64 {
+	return ((s.seq-seq)*s.max + s.n) * int64(s.recSize)
+}
+
+// lockHolder returns the pid of a client that read-locks the shadow file
+// name (F_GETLK for a write lock on its first byte), -1 when it has none
+// to give (an open file description lock, or F_GETLK failed: in use, to be
+// safe), 0 if none does. A file that cannot be opened (removed meanwhile)
+// is not in use.
+func (s *shadow) lockHolder(name []byte) int {
 	fd, err := openat(s.dir, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return false
+		return 0
 	}
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 1}
-	err = unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
-	unix.Close(fd) // drops the probe lock
-	return err != nil
+	err = unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk)
+	unix.Close(fd)
+	switch {
+	case err != nil:
+		return -1
+	case lk.Type == unix.F_UNLCK:
+		return 0
+	case lk.Pid <= 0:
+		return -1
+	}
+	return int(lk.Pid)
 }
 
 // anyInUse reports whether a client read-locks any shadow file.
 func (s *shadow) anyInUse() (bool, error) {
 	seqs, err := s.list()
 	for _, seq := range seqs {
-		if s.inUse(formatName(s.name[:], seq)) {
+		if s.lockHolder(formatName(s.name[:], seq)) != 0 {
 			return true, err
 		}
 	}

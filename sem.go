@@ -341,6 +341,10 @@ func (s *semaphores) values() (clients int, lockFree bool, err error) {
 	return maxClients - int(s.vals[semClients]), s.vals[semLock] > 0, nil
 }
 
+// lockForged reports whether the last values read a lock above 1, which no
+// daemon or client makes: a local user raised it (the set is mode 0666).
+func (s *semaphores) lockForged() bool { return s.vals[semLock] > 1 }
+
 // tryLock takes the binary lock without waiting; false means a client holds it.
 func (s *semaphores) tryLock() (bool, error) {
 	s.lockOps[0] = sembuf{semLock, -1, semUndo | unix.IPC_NOWAIT}

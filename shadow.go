@@ -103,6 +103,7 @@ type shadow struct {
 	dir     int   // TOP/pacct_shadow.d
 	max     int64 // records per file
 	recSize int
+	limit   int64 // bytes the shadow files may take even while read-locked (collect)
 
 	seq    int64  // sequence number of the file being written
 	fd     int    // that file, open for writing
@@ -122,12 +123,36 @@ type shadow struct {
 	content                       [48]byte // content of current
 }
 
+// shadowMaxPart is the part of the top directory's file system the shadow
+// files may take by default (--shadow-max): far above what a client reading
+// at atop's longest usual interval (10 minutes) leaves behind at a few
+// hundred exits a second, yet a bound that one local user holding a read
+// lock on the oldest file cannot push /run past; the disk guard (5 % free)
+// stays below it for every client.
+const shadowMaxPart = 10
+
+const noLimit = 1 << 62
+
+// setLimit sets the bytes the shadow files may take (collect); 0 means
+// 1/shadowMaxPart of the top directory's file system. It returns the limit.
+func (s *shadow) setLimit(bytes int64) int64 {
+	var st unix.Statfs_t
+	if bytes == 0 && unix.Fstatfs(s.top, &st) == nil {
+		bytes = int64(st.Blocks) * int64(st.Frsize) / shadowMaxPart
+	}
+	if bytes == 0 {
+		bytes = noLimit // the file system does not say: none but the disk guard
+	}
+	s.limit = bytes
+	return bytes
+}
+
 // setRecordSize sets the size of the records the kernel writes, known once
 // accounting is on.
 func (s *shadow) setRecordSize(n int) { s.recSize = n }
 
 func newShadow(top int, max int64) *shadow {
-	return &shadow{top: top, dir: -1, fd: -1, max: max,
+	return &shadow{top: top, dir: -1, fd: -1, max: max, limit: noLimit,
 		dirName: cstr(shadowDir), curName: cstr(currentName), curTmp: cstr(currentTmp), dot: cstr(".")}
 }
 

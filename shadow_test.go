@@ -167,9 +167,9 @@ func TestShadowResetAndCollect(t *testing.T) {
 	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := s.collect()
-	if err != nil || removed != 2 {
-		t.Fatalf("collect removed %d, %v; want files 0 and 1", removed, err)
+	removed, forced, _, err := s.collect()
+	if err != nil || removed != 2 || forced != 0 {
+		t.Fatalf("collect removed %d (%d read-locked), %v; want files 0 and 1", removed, forced, err)
 	}
 	seqs, _ := s.list()
 	if fmt.Sprint(seqs) != "[2 3 4]" {
@@ -178,9 +178,20 @@ func TestShadowResetAndCollect(t *testing.T) {
 	if files, size := s.usage(); files != 3 || size != 5*64 {
 		t.Errorf("usage: %d files, %d bytes; want 3 and %d", files, size, 5*64)
 	}
+	// Within the limit, the locked file stays; one byte above, it goes, and
+	// the lock holder is named (-1: an OFD lock has no pid).
+	s.limit = 5 * 64
+	if removed, forced, _, _ := s.collect(); removed != 0 || forced != 0 {
+		t.Errorf("collect at the limit removed %d (%d read-locked), want none", removed, forced)
+	}
+	s.limit--
+	removed, forced, holder, _ := s.collect()
+	if seqs, _ = s.list(); removed != 2 || forced != 1 || holder != -1 || fmt.Sprint(seqs) != "[4]" {
+		t.Errorf("collect above the limit removed %d (%d read-locked, holder %d), left %v; want 2 (1, -1), [4]", removed, forced, holder, seqs)
+	}
 	f.Close()
-	if removed, _ := s.collect(); removed != 2 {
-		t.Errorf("second collect removed %d, want 2 (never the current file)", removed)
+	if removed, _, _, _ := s.collect(); removed != 0 {
+		t.Errorf("second collect removed %d, want 0 (never the current file)", removed)
 	}
 	if err := s.reset(); err != nil {
 		t.Fatal(err)
@@ -281,7 +292,7 @@ func TestCollectAllocs(t *testing.T) {
 	s.collect() // buffers grow once
 	allocs := testing.AllocsPerRun(100, func() {
 		s.write(batch)
-		if n, err := s.collect(); n != 2 || err != nil {
+		if n, _, _, err := s.collect(); n != 2 || err != nil {
 			t.Fatalf("collect removed %d files (%v), want 2", n, err)
 		}
 	})

@@ -100,6 +100,7 @@ func (d *daemon) files() error {
 	if err != nil {
 		return fail(exitFiles, err)
 	}
+	d.sh.setLimit(d.opts.shadowMax)
 	nl, err := openProcConnector()
 	if err != nil {
 		d.log.warnf("proc connector unavailable (%v): polling every %s", err, d.opts.poll)
