@@ -5,6 +5,8 @@
 
 package main
 
+import "fmt"
+
 // abort ends a start that failed (or a panic): it logs the error, cleans up
 // (accounting off first), reports the failure to the starting process and
 // returns the exit code.
@@ -37,9 +39,21 @@ func (d *daemon) cleanup() {
 	if err := d.src.switchOff(); err != nil {
 		d.log.errorf("%v", err)
 	}
-	if clients, held := d.registered(); clients != 0 || held || replaced {
-		d.handOver(clients)
-	} else {
+	clients, held := d.registered()
+	inUse := false
+	if clients == 0 && !held && !replaced {
+		// A read-locked shadow file is a client's, whatever the count says:
+		// any local user can set it (the set is mode 0666).
+		inUse, _ = d.sh.anyInUse()
+	}
+	switch {
+	case replaced:
+		d.handOver("taken over")
+	case clients != 0 || held:
+		d.handOver(fmt.Sprintf("%d clients registered", clients))
+	case inUse:
+		d.handOver("a shadow file read-locked by a client")
+	default:
 		if err := d.sh.removeAll(); err != nil {
 			d.log.warnf("%v", err)
 		}
@@ -57,10 +71,11 @@ func (d *daemon) cleanup() {
 }
 
 // handOver leaves the shadow files to the next daemon, which adopts them, so
-// that registered clients never see their file deleted: the records the
+// that registered clients never see their file deleted (why says which
+// clients, for the log): the records the
 // kernel wrote before accounting went off are copied, the status file is
 // removed and the files are closed. Nothing grows once the daemon is gone.
-func (d *daemon) handOver(clients int) {
+func (d *daemon) handOver(why string) {
 	if d.sh.dir < 0 {
 		return
 	}
@@ -81,5 +96,5 @@ func (d *daemon) handOver(clients int) {
 	}
 	d.status.remove(d.sh.dir)
 	d.sh.close()
-	d.log.noticef("%d clients registered: %s and the public semaphore set kept for the next daemon", clients, shadowDir)
+	d.log.noticef("%s: %s and the public semaphore set kept for the next daemon", why, shadowDir)
 }
