@@ -112,7 +112,6 @@ bench: atopacctd
 # byte order.
 seccomp:
 	go test -count=1 -run '^TestSeccomp' . -update
-	GOARCH=386 go test -count=1 -run '^TestSeccomp' . -update
 	GOARCH=arm64 go test -exec qemu-aarch64 -count=1 -run '^TestSeccompFilter$$' . -update
 	GOARCH=arm go test -exec qemu-arm -count=1 -run '^TestSeccompFilter$$' . -update
 	GOARCH=s390x go test -exec qemu-s390x -count=1 -run '^TestSeccompOtherArches$$' . -update

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -49,6 +50,7 @@ const (
 	seccompSyslog  = 0x5ec0f001
 	seccompNetlink = 0x5ec0f002
 	seccompPublic  = 0x5ec0f003
+	seccompSelf    = 0x5ec0f004 // tgkill: the daemon's own pid
 )
 
 // prepareSandbox makes the Go runtime ask for nothing new once the filter is
@@ -65,8 +67,21 @@ func prepareSandbox() {
 
 // sandboxFacts is what the sandbox could not do, for the log.
 type sandboxFacts struct {
+	landlockABI    int   // the Landlock ABI version applied, 0 if none
 	noLandlock     error // why Landlock is unavailable; nil: file access is confined
 	seccompLogOnly bool  // the allow-list is unverified here: calls outside it are logged, not refused
+}
+
+// String says what confines the daemon, for --status.
+func (f sandboxFacts) String() string {
+	s := "seccomp"
+	if f.seccompLogOnly {
+		s += " (log only)"
+	}
+	if f.noLandlock != nil {
+		return s + ", no Landlock (" + f.noLandlock.Error() + ")"
+	}
+	return s + ", Landlock ABI " + strconv.Itoa(f.landlockABI)
 }
 
 // sandbox applies, in this order: resource limits, capabilities,
@@ -91,10 +106,10 @@ func sandbox(c sandboxConfig) (f sandboxFacts, err error) {
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
 		return f, os.NewSyscallError("prctl PR_SET_NO_NEW_PRIVS", err)
 	}
-	if f.noLandlock, err = landlock(c); err != nil {
+	if f.landlockABI, f.noLandlock, err = landlock(c); err != nil {
 		return f, fmt.Errorf("landlock: %w", err)
 	}
-	f.seccompLogOnly, err = loadSeccomp(map[uint32]int{seccompSyslog: c.syslog, seccompNetlink: c.netlink, seccompPublic: c.public})
+	f.seccompLogOnly, err = loadSeccomp(map[uint32]int{seccompSyslog: c.syslog, seccompNetlink: c.netlink, seccompPublic: c.public, seccompSelf: os.Getpid()})
 	return f, err
 }
 
@@ -189,20 +204,20 @@ type llRule struct {
 // landlock restricts every thread to its own files: the names in the top
 // directory (llTop), the shadow directory, the source files and the PID
 // file. Abstract unix sockets stay unscoped: $NOTIFY_SOCKET may be one.
-func landlock(c sandboxConfig) (unavailable, err error) {
+func landlock(c sandboxConfig) (abiVersion int, unavailable, err error) {
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	// ENOSYS: built without Landlock; EOPNOTSUPP: not enabled at boot;
 	// EPERM: a container manager's seccomp filter (systemd-nspawn 252).
 	if errno == unix.ENOSYS || errno == unix.EOPNOTSUPP || errno == unix.EPERM {
-		return errno, nil
+		return 0, errno, nil
 	}
 	if errno != 0 {
-		return nil, os.NewSyscallError("landlock_create_ruleset", errno)
+		return 0, nil, os.NewSyscallError("landlock_create_ruleset", errno)
 	}
 	attr, size := landlockAttr(abi)
 	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
 	if errno != 0 {
-		return nil, os.NewSyscallError("landlock_create_ruleset", errno)
+		return 0, nil, os.NewSyscallError("landlock_create_ruleset", errno)
 	}
 	defer unix.Close(int(fd))
 	rules := []llRule{{fd: c.top, access: llTop}, {fd: c.shadow, access: llShadow}}
@@ -217,20 +232,20 @@ func landlock(c sandboxConfig) (unavailable, err error) {
 		if r.path != "" {
 			var err error
 			if dirfd, err = unix.Open(r.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
-				return nil, fmt.Errorf("open %s: %w", r.path, err)
+				return 0, nil, fmt.Errorf("open %s: %w", r.path, err)
 			}
 			defer unix.Close(dirfd)
 		}
 		rule := unix.LandlockPathBeneathAttr{Allowed_access: r.access & attr.Handled_access_fs, Parent_fd: int32(dirfd)}
 		if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH,
 			uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
-			return nil, fmt.Errorf("rule for %s: %w", r.path, os.NewSyscallError("landlock_add_rule", errno))
+			return 0, nil, fmt.Errorf("rule for %s: %w", r.path, os.NewSyscallError("landlock_add_rule", errno))
 		}
 	}
 	if err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); err != nil {
-		return nil, os.NewSyscallError("landlock_restrict_self", err)
+		return 0, nil, os.NewSyscallError("landlock_restrict_self", err)
 	}
-	return nil, nil
+	return int(abi), nil, nil
 }
 
 // landlockAttr is the ruleset for Landlock ABI version abi: every access
@@ -264,7 +279,7 @@ func landlockAttr(abi uintptr) (unix.LandlockRulesetAttr, uintptr) {
 var allowed = []string{
 	// Go runtime: scheduler, memory, signals, timers, netpoller.
 	"futex", "nanosleep", "clock_nanosleep", "sched_yield", "mmap", "munmap", "madvise", "mprotect",
-	"rt_sigreturn", "rt_sigprocmask", "sigaltstack", "gettid", "tgkill", "getpid", "exit", "exit_group",
+	"rt_sigreturn", "rt_sigprocmask", "sigaltstack", "gettid", "getpid", "exit", "exit_group",
 	"restart_syscall", "clock_gettime", "gettimeofday", "epoll_wait", "epoll_pwait", "epoll_pwait2",
 	"epoll_ctl",
 	// The loop: wait, events, source, shadow files, current, status, GC.

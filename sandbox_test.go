@@ -53,6 +53,9 @@ func seccompPolicy(goarch string, names map[string]int) *seccomp.Policy {
 		// are the only ones it connects or sends to (placeholders, patched
 		// at load: loadSeccomp).
 		equal("connect", 0, seccompSyslog),
+		// Signals to the daemon's own threads only (the runtime's
+		// preemption and its crash path), never to another process.
+		equal("tgkill", 0, seccompSelf),
 		equal("sendto", 0, seccompNetlink),
 		// semctl: reading any set (GETPID, GETVAL, GETALL, GETNCNT,
 		// GETZCNT: --restart and the loop read the private set too), and
@@ -80,7 +83,7 @@ func seccompPolicy(goarch string, names map[string]int) *seccomp.Policy {
 
 // otherArches are those go-seccomp-bpf has no syscall table for: their
 // programs are assembled by assemble with x/sys's system call numbers.
-var otherArches = map[string]uint32{"riscv64": unix.AUDIT_ARCH_RISCV64, "ppc64le": unix.AUDIT_ARCH_PPC64LE, "s390x": unix.AUDIT_ARCH_S390X}
+var otherArches = map[string]uint32{"386": unix.AUDIT_ARCH_I386, "riscv64": unix.AUDIT_ARCH_RISCV64, "ppc64le": unix.AUDIT_ARCH_PPC64LE, "s390x": unix.AUDIT_ARCH_S390X}
 
 // assemble does what Policy.Assemble does, for any architecture: the groups
 // through go-seccomp-bpf's Program, behind the same check of the audit
@@ -204,12 +207,12 @@ func TestSeccompFilter(t *testing.T) {
 			t.Errorf("%s missing from the allow-list", name)
 		}
 	}
-	for _, name := range []string{"execve", "ptrace", "setuid", "capset", "socket", "clone", "connect", "sendto", "semctl"} {
+	for _, name := range []string{"execve", "ptrace", "setuid", "capset", "socket", "clone", "connect", "sendto", "semctl", "tgkill", "kill", "tkill"} {
 		if slices.Contains(p.Syscalls[0].Names, name) {
 			t.Errorf("%s allowed without condition", name)
 		}
 	}
-	t.Logf("seccomp filter: %d allowed calls (+ clone, connect, sendto, semctl with conditions), %d killed, %d BPF instructions",
+	t.Logf("seccomp filter: %d allowed calls (+ clone, connect, sendto, semctl, tgkill with conditions), %d killed, %d BPF instructions",
 		len(p.Syscalls[0].Names), len(p.Syscalls[1].Names), len(prog))
 }
 
@@ -450,6 +453,14 @@ var sandboxProbes = map[string]func(e probeEnv) error{
 		}
 		return nil
 	},
+	"signal another process": func(probeEnv) error {
+		_, _, e := syscall.RawSyscall(syscall.SYS_TGKILL, 1, 1, 0) // signal 0: nothing is delivered
+		return errnoErr(e)
+	},
+	"signal its own thread": func(probeEnv) error {
+		_, _, e := syscall.RawSyscall(syscall.SYS_TGKILL, uintptr(os.Getpid()), uintptr(unix.Gettid()), 0)
+		return errnoErr(e)
+	},
 	"acct on a source file": func(probeEnv) error {
 		if err := acct(cstr(fmt.Sprintf("/proc/self/fd/%d", probeSource))); err != nil {
 			return err
@@ -516,6 +527,8 @@ func TestIntegrationSandboxRefusals(t *testing.T) {
 		{"secure bits locked", false, "allowed"},
 		{"not dumpable", false, "allowed"},
 		{"acct on a source file", false, "allowed"},
+		{"signal another process", false, "refused: operation not permitted"},
+		{"signal its own thread", false, "allowed"},
 	} {
 		t.Run(tt.probe, func(t *testing.T) {
 			top := newTop(t)

@@ -184,6 +184,7 @@ func renice() error {
 func (d *daemon) confine() error {
 	if d.opts.noSandbox {
 		d.log.warnf("--no-sandbox: running with every capability, no seccomp filter, no Landlock")
+		d.status.confined("none (--no-sandbox)")
 		return nil
 	}
 	c := sandboxConfig{top: d.src.top, shadow: d.sh.dir, sources: d.src.fds[:], syslog: d.log.fd, netlink: -1, public: d.sem.public, pidfile: d.ready.pidfile}
@@ -194,6 +195,7 @@ func (d *daemon) confine() error {
 	if err != nil {
 		return fail(exitSandbox, fmt.Errorf("sandbox: %w", err))
 	}
+	d.status.confined(f.String())
 	var notes []string
 	if f.noLandlock != nil {
 		notes = append(notes, fmt.Sprintf("Landlock unavailable (%v): file access not confined", f.noLandlock))

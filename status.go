@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,7 @@ import (
 const (
 	statusName = "status"
 	pidKey     = "pid: "
+	startKey   = "start time: " // the daemon's, in clock ticks after boot (proc(5))
 )
 
 // appendStatus formats the status file into b without allocating.
@@ -62,7 +64,11 @@ func (d *daemon) appendStatus(b []byte) []byte {
 	b = line(b, "log lines dropped: ", d.log.dropped)
 	b = line(b, "gc cycles: ", d.mem.gcCycles())
 	b = line(b, "goroutines: ", uint64(runtime.NumGoroutine()))
-	return line(b, "source rotations: ", d.rot.rotations)
+	b = line(b, "source rotations: ", d.rot.rotations)
+	b = append(b, "sandbox: "...)
+	b = append(b, d.status.sandbox...)
+	b = append(b, '\n')
+	return line(b, startKey, d.status.started)
 }
 
 // statusFile is the status file's name and its content as published and
@@ -71,11 +77,18 @@ type statusFile struct {
 	name      []byte
 	published []byte
 	next      []byte
+
+	started uint64 // the daemon's start time, by which --status identifies it
+	sandbox string // what confines the daemon
 }
 
 func newStatusFile() statusFile {
-	return statusFile{name: cstr(statusName), published: make([]byte, 0, 1024), next: make([]byte, 0, 1024)}
+	return statusFile{name: cstr(statusName), published: make([]byte, 0, 1024), next: make([]byte, 0, 1024),
+		started: procStart("self"), sandbox: "not yet applied"}
 }
+
+// confined records what confines the daemon.
+func (s *statusFile) confined(how string) { s.sandbox = how }
 
 // publish rewrites the status file in place if its content changed: a
 // rewrite needs no new blocks, so the status stays current on a full file
@@ -127,14 +140,15 @@ func readStatus(top string) ([]byte, error) {
 // printStatus implements --status: exit 0 if a daemon serves top, else 1.
 func printStatus(top string, stdout io.Writer) int {
 	data, err := readStatus(top)
-	pid := 0
-	if err == nil {
-		first, _, _ := bytes.Cut(data, []byte("\n"))
-		if p, ok := bytes.CutPrefix(first, []byte(pidKey)); ok {
+	pid, started := 0, uint64(0)
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if p, ok := bytes.CutPrefix(l, []byte(pidKey)); ok {
 			pid, _ = strconv.Atoi(string(p))
+		} else if t, ok := bytes.CutPrefix(l, []byte(startKey)); ok {
+			started, _ = strconv.ParseUint(string(t), 10, 64)
 		}
 	}
-	if pid <= 0 || !alive(pid) {
+	if err != nil || pid <= 0 || !identified(pid, started) {
 		fmt.Fprintf(stdout, "daemon: not running\ntop: %s\n", top)
 		return 1
 	}
@@ -149,13 +163,53 @@ func printStatus(top string, stdout io.Writer) int {
 		fmt.Fprintf(stdout, "clients: unknown (%v)\n", err)
 	}
 	for sc.Scan() {
-		fmt.Fprintln(stdout, sc.Text())
+		if !bytes.HasPrefix(sc.Bytes(), []byte(startKey)) {
+			fmt.Fprintln(stdout, sc.Text())
+		}
 	}
 	return 0
 }
 
-// alive reports whether pid exists; EPERM (another user's process) counts.
-func alive(pid int) bool {
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
+// identified reports whether pid is the daemon that wrote the status file,
+// which says when it started: a process of that pid started then (one that
+// reuses the pid of a daemon killed with SIGKILL did not), and, where the
+// caller may read the private set (root: it is mode 0600), the set is a
+// daemon's, counts one, and its last operation was pid's.
+func identified(pid int, started uint64) bool {
+	if started == 0 || procStart(strconv.Itoa(pid)) != started {
+		return false
+	}
+	id, err := trustedPrivate()
+	if err != nil || id < 0 {
+		return false
+	}
+	held, err := semctl(id, 0, getVal, nil)
+	if errors.Is(err, unix.EACCES) {
+		return true // not root: the start time alone identifies it
+	}
+	last, _ := semctl(id, 0, getPID, nil)
+	return err == nil && held > 0 && last == pid
+}
+
+// procStart returns the start time of process pid ("self" or a number), in
+// clock ticks after boot (proc(5): /proc/PID/stat), 0 if unknown.
+func procStart(pid string) uint64 {
+	b, _ := os.ReadFile("/proc/" + pid + "/stat")
+	return startTime(b)
+}
+
+// startTime reads field 22 of a /proc/PID/stat line: counted after the
+// command name, which may hold any byte but ends at the last ')'. 0 if the
+// line has none.
+func startTime(stat []byte) uint64 {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:])) // from field 3, state
+	if len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
 }

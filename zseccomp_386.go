@@ -12,75 +12,79 @@ const seccompVerified = true
 // seccompFilter for 386: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 127, K: 0x40000003}, // jneq #1073741827,127
+	{Code: 0x0015, Jt: 0, Jf: 131, K: 0x40000003}, // jneq #1073741827,131
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
-	{Code: 0x0015, Jt: 109, Jf: 0, K: 0xf0},       // jeq #240,109
-	{Code: 0x0015, Jt: 108, Jf: 0, K: 0xa2},       // jeq #162,108
-	{Code: 0x0015, Jt: 107, Jf: 0, K: 0x10b},      // jeq #267,107
-	{Code: 0x0015, Jt: 106, Jf: 0, K: 0x9e},       // jeq #158,106
-	{Code: 0x0015, Jt: 105, Jf: 0, K: 0x5a},       // jeq #90,105
-	{Code: 0x0015, Jt: 104, Jf: 0, K: 0x5b},       // jeq #91,104
-	{Code: 0x0015, Jt: 103, Jf: 0, K: 0xdb},       // jeq #219,103
-	{Code: 0x0015, Jt: 102, Jf: 0, K: 0x7d},       // jeq #125,102
-	{Code: 0x0015, Jt: 101, Jf: 0, K: 0xad},       // jeq #173,101
-	{Code: 0x0015, Jt: 100, Jf: 0, K: 0xaf},       // jeq #175,100
-	{Code: 0x0015, Jt: 99, Jf: 0, K: 0xba},        // jeq #186,99
-	{Code: 0x0015, Jt: 98, Jf: 0, K: 0xe0},        // jeq #224,98
-	{Code: 0x0015, Jt: 97, Jf: 0, K: 0x10e},       // jeq #270,97
-	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x14},        // jeq #20,96
-	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x1},         // jeq #1,95
-	{Code: 0x0015, Jt: 94, Jf: 0, K: 0xfc},        // jeq #252,94
-	{Code: 0x0015, Jt: 93, Jf: 0, K: 0x0},         // jeq #0,93
-	{Code: 0x0015, Jt: 92, Jf: 0, K: 0x109},       // jeq #265,92
-	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x4e},        // jeq #78,91
-	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x100},       // jeq #256,90
-	{Code: 0x0015, Jt: 89, Jf: 0, K: 0x13f},       // jeq #319,89
-	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x1b9},       // jeq #441,88
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xff},        // jeq #255,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x135},       // jeq #309,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x151},       // jeq #337,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0xb4},        // jeq #180,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0xb5},        // jeq #181,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x3},         // jeq #3,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x4},         // jeq #4,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x127},       // jeq #295,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x6},         // jeq #6,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x161},       // jeq #353,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x12d},       // jeq #301,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x128},       // jeq #296,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x6c},        // jeq #108,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x64},        // jeq #100,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x5d},        // jeq #93,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x37},        // jeq #55,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0xdc},        // jeq #220,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x13},        // jeq #19,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x1a4},       // jeq #420,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x189},       // jeq #393,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x33},        // jeq #51,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x1b2},       // jeq #434,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x1a6},       // jeq #422,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0xc0},        // jeq #192,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0xf3},        // jeq #243,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x193},       // jeq #403,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x197},       // jeq #407,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x19e},       // jeq #414,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x1a1},       // jeq #417,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0xc5},        // jeq #197,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x12c},       // jeq #300,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x10d},       // jeq #269,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xc2},        // jeq #194,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xdd},        // jeq #221,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x8c},        // jeq #140,53
+	{Code: 0x0015, Jt: 113, Jf: 0, K: 0xf0},       // jeq #240,113
+	{Code: 0x0015, Jt: 112, Jf: 0, K: 0xa2},       // jeq #162,112
+	{Code: 0x0015, Jt: 111, Jf: 0, K: 0x10b},      // jeq #267,111
+	{Code: 0x0015, Jt: 110, Jf: 0, K: 0x9e},       // jeq #158,110
+	{Code: 0x0015, Jt: 109, Jf: 0, K: 0x5a},       // jeq #90,109
+	{Code: 0x0015, Jt: 108, Jf: 0, K: 0x5b},       // jeq #91,108
+	{Code: 0x0015, Jt: 107, Jf: 0, K: 0xdb},       // jeq #219,107
+	{Code: 0x0015, Jt: 106, Jf: 0, K: 0x7d},       // jeq #125,106
+	{Code: 0x0015, Jt: 105, Jf: 0, K: 0xad},       // jeq #173,105
+	{Code: 0x0015, Jt: 104, Jf: 0, K: 0xaf},       // jeq #175,104
+	{Code: 0x0015, Jt: 103, Jf: 0, K: 0xba},       // jeq #186,103
+	{Code: 0x0015, Jt: 102, Jf: 0, K: 0xe0},       // jeq #224,102
+	{Code: 0x0015, Jt: 101, Jf: 0, K: 0x14},       // jeq #20,101
+	{Code: 0x0015, Jt: 100, Jf: 0, K: 0x1},        // jeq #1,100
+	{Code: 0x0015, Jt: 99, Jf: 0, K: 0xfc},        // jeq #252,99
+	{Code: 0x0015, Jt: 98, Jf: 0, K: 0x0},         // jeq #0,98
+	{Code: 0x0015, Jt: 97, Jf: 0, K: 0x109},       // jeq #265,97
+	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x4e},        // jeq #78,96
+	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x100},       // jeq #256,95
+	{Code: 0x0015, Jt: 94, Jf: 0, K: 0x13f},       // jeq #319,94
+	{Code: 0x0015, Jt: 93, Jf: 0, K: 0x1b9},       // jeq #441,93
+	{Code: 0x0015, Jt: 92, Jf: 0, K: 0xff},        // jeq #255,92
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x135},       // jeq #309,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x151},       // jeq #337,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xb4},        // jeq #180,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0xb5},        // jeq #181,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x3},         // jeq #3,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x4},         // jeq #4,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x127},       // jeq #295,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x6},         // jeq #6,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x161},       // jeq #353,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x12d},       // jeq #301,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x128},       // jeq #296,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x6c},        // jeq #108,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x64},        // jeq #100,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x5d},        // jeq #93,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x37},        // jeq #55,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0xdc},        // jeq #220,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x13},        // jeq #19,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x1a4},       // jeq #420,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x189},       // jeq #393,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x33},        // jeq #51,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x1b2},       // jeq #434,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x1a6},       // jeq #422,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0xc0},        // jeq #192,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0xf3},        // jeq #243,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x193},       // jeq #403,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x197},       // jeq #407,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x19e},       // jeq #414,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x1a1},       // jeq #417,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0xc5},        // jeq #197,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x12c},       // jeq #300,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x10d},       // jeq #269,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0xc2},        // jeq #194,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0xdd},        // jeq #221,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x8c},        // jeq #140,58
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x78},         // jneq #120,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0045, Jt: 50, Jf: 0, K: 0x0},         // jset #0,50
+	{Code: 0x0045, Jt: 55, Jf: 0, K: 0x0},         // jset #0,55
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0045, Jt: 48, Jf: 0, K: 0x10000},     // jset #65536,48
+	{Code: 0x0045, Jt: 53, Jf: 0, K: 0x10000},     // jset #65536,53
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x16a},        // jneq #362,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,43
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,48
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x10e},        // jneq #270,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,43
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x171},        // jneq #369,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2

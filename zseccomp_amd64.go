@@ -12,66 +12,70 @@ const seccompVerified = true
 // seccompFilter for amd64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 110, K: 0xc000003e}, // jneq #3221225534,110
+	{Code: 0x0015, Jt: 0, Jf: 114, K: 0xc000003e}, // jneq #3221225534,114
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
 	{Code: 0x0035, Jt: 0, Jf: 1, K: 0x40000000},   // jlt #1073741824,1
 	{Code: 0x0006, Jt: 0, Jf: 0, K: 0x50026},      // ret #327718
-	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xca},        // jeq #202,89
-	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x23},        // jeq #35,88
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xe6},        // jeq #230,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x18},        // jeq #24,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x9},         // jeq #9,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0xb},         // jeq #11,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x1c},        // jeq #28,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0xa},         // jeq #10,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0xf},         // jeq #15,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xe},         // jeq #14,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x83},        // jeq #131,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0xba},        // jeq #186,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0xea},        // jeq #234,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x27},        // jeq #39,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x3c},        // jeq #60,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0xe7},        // jeq #231,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0xdb},        // jeq #219,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0xe4},        // jeq #228,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x60},        // jeq #96,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0xe8},        // jeq #232,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x119},       // jeq #281,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x1b9},       // jeq #441,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0xe9},        // jeq #233,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x10f},       // jeq #271,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x12b},       // jeq #299,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x11},        // jeq #17,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x12},        // jeq #18,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x0},         // jeq #0,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x1},         // jeq #1,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x101},       // jeq #257,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x3},         // jeq #3,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x13c},       // jeq #316,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x107},       // jeq #263,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x102},       // jeq #258,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x5},         // jeq #5,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x106},       // jeq #262,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x8a},        // jeq #138,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x4d},        // jeq #77,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x48},        // jeq #72,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xd9},        // jeq #217,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x8},         // jeq #8,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0xdc},        // jeq #220,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x40},        // jeq #64,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xa3},        // jeq #163,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x1b2},       // jeq #434,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0xcd},        // jeq #205,44
+	{Code: 0x0015, Jt: 93, Jf: 0, K: 0xca},        // jeq #202,93
+	{Code: 0x0015, Jt: 92, Jf: 0, K: 0x23},        // jeq #35,92
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0xe6},        // jeq #230,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x18},        // jeq #24,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0x9},         // jeq #9,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0xb},         // jeq #11,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x1c},        // jeq #28,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0xa},         // jeq #10,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0xf},         // jeq #15,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0xe},         // jeq #14,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x83},        // jeq #131,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0xba},        // jeq #186,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x27},        // jeq #39,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x3c},        // jeq #60,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0xe7},        // jeq #231,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0xdb},        // jeq #219,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0xe4},        // jeq #228,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x60},        // jeq #96,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0xe8},        // jeq #232,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x119},       // jeq #281,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x1b9},       // jeq #441,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0xe9},        // jeq #233,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x10f},       // jeq #271,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x12b},       // jeq #299,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x11},        // jeq #17,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x12},        // jeq #18,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x0},         // jeq #0,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x1},         // jeq #1,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x101},       // jeq #257,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x3},         // jeq #3,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x13c},       // jeq #316,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x107},       // jeq #263,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x102},       // jeq #258,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x5},         // jeq #5,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x106},       // jeq #262,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x8a},        // jeq #138,58
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x4d},        // jeq #77,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x48},        // jeq #72,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0xd9},        // jeq #217,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x8},         // jeq #8,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0xdc},        // jeq #220,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x40},        // jeq #64,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xa3},        // jeq #163,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x1b2},       // jeq #434,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xcd},        // jeq #205,49
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x38},         // jneq #56,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0045, Jt: 41, Jf: 0, K: 0x0},         // jset #0,41
+	{Code: 0x0045, Jt: 46, Jf: 0, K: 0x0},         // jset #0,46
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0045, Jt: 39, Jf: 0, K: 0x10000},     // jset #65536,39
+	{Code: 0x0045, Jt: 44, Jf: 0, K: 0x10000},     // jset #65536,44
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x2a},         // jneq #42,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,34
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,39
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xea},         // jneq #234,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,34
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x2c},         // jneq #44,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2

@@ -12,74 +12,78 @@ const seccompVerified = true
 // seccompFilter for arm: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 118, K: 0x40000028}, // jneq #1073741864,118
+	{Code: 0x0015, Jt: 0, Jf: 122, K: 0x40000028}, // jneq #1073741864,122
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
-	{Code: 0x0015, Jt: 99, Jf: 0, K: 0xf0},        // jeq #240,99
-	{Code: 0x0015, Jt: 98, Jf: 0, K: 0xa2},        // jeq #162,98
-	{Code: 0x0015, Jt: 97, Jf: 0, K: 0x109},       // jeq #265,97
-	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x9e},        // jeq #158,96
-	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x5b},        // jeq #91,95
-	{Code: 0x0015, Jt: 94, Jf: 0, K: 0xdc},        // jeq #220,94
-	{Code: 0x0015, Jt: 93, Jf: 0, K: 0x7d},        // jeq #125,93
-	{Code: 0x0015, Jt: 92, Jf: 0, K: 0xad},        // jeq #173,92
-	{Code: 0x0015, Jt: 91, Jf: 0, K: 0xaf},        // jeq #175,91
-	{Code: 0x0015, Jt: 90, Jf: 0, K: 0xba},        // jeq #186,90
-	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xe0},        // jeq #224,89
-	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x10c},       // jeq #268,88
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x14},        // jeq #20,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x1},         // jeq #1,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0xf8},        // jeq #248,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x0},         // jeq #0,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x107},       // jeq #263,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x4e},        // jeq #78,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0xfc},        // jeq #252,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x15a},       // jeq #346,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x1b9},       // jeq #441,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0xfb},        // jeq #251,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x150},       // jeq #336,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x16d},       // jeq #365,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0xb4},        // jeq #180,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0xb5},        // jeq #181,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x3},         // jeq #3,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x4},         // jeq #4,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x142},       // jeq #322,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x6},         // jeq #6,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x17e},       // jeq #382,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x148},       // jeq #328,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x143},       // jeq #323,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x6c},        // jeq #108,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x64},        // jeq #100,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x5d},        // jeq #93,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x37},        // jeq #55,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0xd9},        // jeq #217,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x13},        // jeq #19,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x138},       // jeq #312,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x1a4},       // jeq #420,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x12b},       // jeq #299,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x33},        // jeq #51,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x1b2},       // jeq #434,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x1a6},       // jeq #422,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xc0},        // jeq #192,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x193},       // jeq #403,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x197},       // jeq #407,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x19e},       // jeq #414,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x1a1},       // jeq #417,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0xc5},        // jeq #197,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x147},       // jeq #327,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x10b},       // jeq #267,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xc2},        // jeq #194,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0xdd},        // jeq #221,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x8c},        // jeq #140,44
+	{Code: 0x0015, Jt: 103, Jf: 0, K: 0xf0},       // jeq #240,103
+	{Code: 0x0015, Jt: 102, Jf: 0, K: 0xa2},       // jeq #162,102
+	{Code: 0x0015, Jt: 101, Jf: 0, K: 0x109},      // jeq #265,101
+	{Code: 0x0015, Jt: 100, Jf: 0, K: 0x9e},       // jeq #158,100
+	{Code: 0x0015, Jt: 99, Jf: 0, K: 0x5b},        // jeq #91,99
+	{Code: 0x0015, Jt: 98, Jf: 0, K: 0xdc},        // jeq #220,98
+	{Code: 0x0015, Jt: 97, Jf: 0, K: 0x7d},        // jeq #125,97
+	{Code: 0x0015, Jt: 96, Jf: 0, K: 0xad},        // jeq #173,96
+	{Code: 0x0015, Jt: 95, Jf: 0, K: 0xaf},        // jeq #175,95
+	{Code: 0x0015, Jt: 94, Jf: 0, K: 0xba},        // jeq #186,94
+	{Code: 0x0015, Jt: 93, Jf: 0, K: 0xe0},        // jeq #224,93
+	{Code: 0x0015, Jt: 92, Jf: 0, K: 0x14},        // jeq #20,92
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x1},         // jeq #1,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0xf8},        // jeq #248,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0x0},         // jeq #0,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x107},       // jeq #263,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x4e},        // jeq #78,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0xfc},        // jeq #252,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x15a},       // jeq #346,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x1b9},       // jeq #441,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0xfb},        // jeq #251,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x150},       // jeq #336,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x16d},       // jeq #365,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xb4},        // jeq #180,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0xb5},        // jeq #181,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x3},         // jeq #3,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x4},         // jeq #4,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x142},       // jeq #322,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x6},         // jeq #6,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x17e},       // jeq #382,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x148},       // jeq #328,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x143},       // jeq #323,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x6c},        // jeq #108,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x64},        // jeq #100,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x5d},        // jeq #93,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x37},        // jeq #55,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0xd9},        // jeq #217,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x13},        // jeq #19,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x138},       // jeq #312,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x1a4},       // jeq #420,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x12b},       // jeq #299,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x33},        // jeq #51,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x1b2},       // jeq #434,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x1a6},       // jeq #422,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0xc0},        // jeq #192,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x193},       // jeq #403,58
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x197},       // jeq #407,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x19e},       // jeq #414,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x1a1},       // jeq #417,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xc5},        // jeq #197,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x147},       // jeq #327,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x10b},       // jeq #267,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xc2},        // jeq #194,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0xdd},        // jeq #221,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x8c},        // jeq #140,49
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x78},         // jneq #120,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0045, Jt: 41, Jf: 0, K: 0x0},         // jset #0,41
+	{Code: 0x0045, Jt: 46, Jf: 0, K: 0x0},         // jset #0,46
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0045, Jt: 39, Jf: 0, K: 0x10000},     // jset #65536,39
+	{Code: 0x0045, Jt: 44, Jf: 0, K: 0x10000},     // jset #65536,44
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x11b},        // jneq #283,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,34
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,39
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x10c},        // jneq #268,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,34
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x122},        // jneq #290,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2

@@ -12,68 +12,72 @@ const seccompVerified = true
 // seccompFilter for arm64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 112, K: 0xc00000b7}, // jneq #3221225655,112
+	{Code: 0x0015, Jt: 0, Jf: 116, K: 0xc00000b7}, // jneq #3221225655,116
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
-	{Code: 0x0015, Jt: 93, Jf: 0, K: 0x62},        // jeq #98,93
-	{Code: 0x0015, Jt: 92, Jf: 0, K: 0x65},        // jeq #101,92
-	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x73},        // jeq #115,91
-	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x7c},        // jeq #124,90
-	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xde},        // jeq #222,89
-	{Code: 0x0015, Jt: 88, Jf: 0, K: 0xd7},        // jeq #215,88
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xe9},        // jeq #233,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0xe2},        // jeq #226,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x8b},        // jeq #139,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x87},        // jeq #135,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x84},        // jeq #132,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0xb2},        // jeq #178,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x83},        // jeq #131,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xac},        // jeq #172,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x5d},        // jeq #93,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x5e},        // jeq #94,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x80},        // jeq #128,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x71},        // jeq #113,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0xa9},        // jeq #169,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x16},        // jeq #22,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x1b9},       // jeq #441,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x15},        // jeq #21,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x49},        // jeq #73,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0xf3},        // jeq #243,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x43},        // jeq #67,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x44},        // jeq #68,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x3f},        // jeq #63,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x40},        // jeq #64,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x38},        // jeq #56,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x39},        // jeq #57,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x114},       // jeq #276,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x23},        // jeq #35,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x22},        // jeq #34,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x50},        // jeq #80,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x2c},        // jeq #44,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x2e},        // jeq #46,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x19},        // jeq #25,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x3d},        // jeq #61,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x3e},        // jeq #62,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x4f},        // jeq #79,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0xc0},        // jeq #192,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x1a4},       // jeq #420,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xbe},        // jeq #190,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x59},        // jeq #89,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x1b2},       // jeq #434,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x1a6},       // jeq #422,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0x193},       // jeq #403,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0x197},       // jeq #407,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x19e},       // jeq #414,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x1a1},       // jeq #417,44
+	{Code: 0x0015, Jt: 97, Jf: 0, K: 0x62},        // jeq #98,97
+	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x65},        // jeq #101,96
+	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x73},        // jeq #115,95
+	{Code: 0x0015, Jt: 94, Jf: 0, K: 0x7c},        // jeq #124,94
+	{Code: 0x0015, Jt: 93, Jf: 0, K: 0xde},        // jeq #222,93
+	{Code: 0x0015, Jt: 92, Jf: 0, K: 0xd7},        // jeq #215,92
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0xe9},        // jeq #233,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0xe2},        // jeq #226,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0x8b},        // jeq #139,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x87},        // jeq #135,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x84},        // jeq #132,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0xb2},        // jeq #178,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0xac},        // jeq #172,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x5d},        // jeq #93,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x5e},        // jeq #94,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x80},        // jeq #128,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x71},        // jeq #113,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xa9},        // jeq #169,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x16},        // jeq #22,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x1b9},       // jeq #441,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x15},        // jeq #21,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x49},        // jeq #73,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0xf3},        // jeq #243,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x43},        // jeq #67,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x44},        // jeq #68,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x3f},        // jeq #63,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x40},        // jeq #64,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x38},        // jeq #56,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x39},        // jeq #57,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x114},       // jeq #276,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x23},        // jeq #35,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x22},        // jeq #34,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x50},        // jeq #80,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x2c},        // jeq #44,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x2e},        // jeq #46,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x19},        // jeq #25,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x3d},        // jeq #61,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x3e},        // jeq #62,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x4f},        // jeq #79,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0xc0},        // jeq #192,58
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x1a4},       // jeq #420,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0xbe},        // jeq #190,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x59},        // jeq #89,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x1b2},       // jeq #434,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x1a6},       // jeq #422,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x193},       // jeq #403,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x197},       // jeq #407,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x19e},       // jeq #414,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x1a1},       // jeq #417,49
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xdc},         // jneq #220,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0045, Jt: 41, Jf: 0, K: 0x0},         // jset #0,41
+	{Code: 0x0045, Jt: 46, Jf: 0, K: 0x0},         // jset #0,46
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0045, Jt: 39, Jf: 0, K: 0x10000},     // jset #65536,39
+	{Code: 0x0045, Jt: 44, Jf: 0, K: 0x10000},     // jset #65536,44
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xcb},         // jneq #203,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,34
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,39
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x83},         // jneq #131,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,34
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xce},         // jneq #206,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2

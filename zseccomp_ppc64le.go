@@ -12,65 +12,69 @@ const seccompVerified = true
 // seccompFilter for ppc64le: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 118, K: 0xc0000015}, // jneq #3221225493,118
+	{Code: 0x0015, Jt: 0, Jf: 122, K: 0xc0000015}, // jneq #3221225493,122
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
-	{Code: 0x0015, Jt: 99, Jf: 0, K: 0xdd},        // jeq #221,99
-	{Code: 0x0015, Jt: 98, Jf: 0, K: 0xa2},        // jeq #162,98
-	{Code: 0x0015, Jt: 97, Jf: 0, K: 0xf8},        // jeq #248,97
-	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x9e},        // jeq #158,96
-	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x5a},        // jeq #90,95
-	{Code: 0x0015, Jt: 94, Jf: 0, K: 0x5b},        // jeq #91,94
-	{Code: 0x0015, Jt: 93, Jf: 0, K: 0xcd},        // jeq #205,93
-	{Code: 0x0015, Jt: 92, Jf: 0, K: 0x7d},        // jeq #125,92
-	{Code: 0x0015, Jt: 91, Jf: 0, K: 0xac},        // jeq #172,91
-	{Code: 0x0015, Jt: 90, Jf: 0, K: 0xae},        // jeq #174,90
-	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xb9},        // jeq #185,89
-	{Code: 0x0015, Jt: 88, Jf: 0, K: 0xcf},        // jeq #207,88
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xfa},        // jeq #250,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x14},        // jeq #20,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x1},         // jeq #1,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0xea},        // jeq #234,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x0},         // jeq #0,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0xf6},        // jeq #246,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x4e},        // jeq #78,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xee},        // jeq #238,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x12f},       // jeq #303,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x1b9},       // jeq #441,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0xed},        // jeq #237,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x119},       // jeq #281,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x157},       // jeq #343,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0xb3},        // jeq #179,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0xb4},        // jeq #180,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x3},         // jeq #3,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x4},         // jeq #4,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x11e},       // jeq #286,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x6},         // jeq #6,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x165},       // jeq #357,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x124},       // jeq #292,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x11f},       // jeq #287,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x6c},        // jeq #108,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x123},       // jeq #291,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x64},        // jeq #100,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x5d},        // jeq #93,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x37},        // jeq #55,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0xca},        // jeq #202,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x13},        // jeq #19,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x188},       // jeq #392,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x189},       // jeq #393,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x33},        // jeq #51,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x1b2},       // jeq #434,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0xfd},        // jeq #253,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x8c},        // jeq #140,53
+	{Code: 0x0015, Jt: 103, Jf: 0, K: 0xdd},       // jeq #221,103
+	{Code: 0x0015, Jt: 102, Jf: 0, K: 0xa2},       // jeq #162,102
+	{Code: 0x0015, Jt: 101, Jf: 0, K: 0xf8},       // jeq #248,101
+	{Code: 0x0015, Jt: 100, Jf: 0, K: 0x9e},       // jeq #158,100
+	{Code: 0x0015, Jt: 99, Jf: 0, K: 0x5a},        // jeq #90,99
+	{Code: 0x0015, Jt: 98, Jf: 0, K: 0x5b},        // jeq #91,98
+	{Code: 0x0015, Jt: 97, Jf: 0, K: 0xcd},        // jeq #205,97
+	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x7d},        // jeq #125,96
+	{Code: 0x0015, Jt: 95, Jf: 0, K: 0xac},        // jeq #172,95
+	{Code: 0x0015, Jt: 94, Jf: 0, K: 0xae},        // jeq #174,94
+	{Code: 0x0015, Jt: 93, Jf: 0, K: 0xb9},        // jeq #185,93
+	{Code: 0x0015, Jt: 92, Jf: 0, K: 0xcf},        // jeq #207,92
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x14},        // jeq #20,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x1},         // jeq #1,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xea},        // jeq #234,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x0},         // jeq #0,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xf6},        // jeq #246,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x4e},        // jeq #78,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0xee},        // jeq #238,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x12f},       // jeq #303,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x1b9},       // jeq #441,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0xed},        // jeq #237,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x119},       // jeq #281,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x157},       // jeq #343,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0xb3},        // jeq #179,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0xb4},        // jeq #180,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x3},         // jeq #3,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x4},         // jeq #4,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x11e},       // jeq #286,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x6},         // jeq #6,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x165},       // jeq #357,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x124},       // jeq #292,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x11f},       // jeq #287,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x6c},        // jeq #108,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x123},       // jeq #291,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x64},        // jeq #100,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x5d},        // jeq #93,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x37},        // jeq #55,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0xca},        // jeq #202,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x13},        // jeq #19,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x188},       // jeq #392,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x189},       // jeq #393,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x33},        // jeq #51,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x1b2},       // jeq #434,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0xfd},        // jeq #253,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x8c},        // jeq #140,58
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x78},         // jneq #120,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0045, Jt: 50, Jf: 0, K: 0x0},         // jset #0,50
+	{Code: 0x0045, Jt: 55, Jf: 0, K: 0x0},         // jset #0,55
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0045, Jt: 48, Jf: 0, K: 0x10000},     // jset #65536,48
+	{Code: 0x0045, Jt: 53, Jf: 0, K: 0x10000},     // jset #65536,53
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x148},        // jneq #328,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,43
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,48
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xfa},         // jneq #250,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,43
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x14f},        // jneq #335,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2

@@ -12,62 +12,66 @@ const seccompVerified = false
 // seccompFilter for riscv64: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 106, K: 0xc00000f3}, // jneq #3221225715,106
+	{Code: 0x0015, Jt: 0, Jf: 110, K: 0xc00000f3}, // jneq #3221225715,110
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x62},        // jeq #98,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x65},        // jeq #101,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x73},        // jeq #115,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x7c},        // jeq #124,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0xde},        // jeq #222,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0xd7},        // jeq #215,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0xe9},        // jeq #233,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xe2},        // jeq #226,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x8b},        // jeq #139,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x87},        // jeq #135,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x84},        // jeq #132,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0xb2},        // jeq #178,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x83},        // jeq #131,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0xac},        // jeq #172,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x5d},        // jeq #93,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x5e},        // jeq #94,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x80},        // jeq #128,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x71},        // jeq #113,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0xa9},        // jeq #169,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x16},        // jeq #22,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x1b9},       // jeq #441,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x15},        // jeq #21,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x49},        // jeq #73,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0xf3},        // jeq #243,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x43},        // jeq #67,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x44},        // jeq #68,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x3f},        // jeq #63,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x40},        // jeq #64,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x38},        // jeq #56,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x39},        // jeq #57,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x114},       // jeq #276,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x23},        // jeq #35,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x22},        // jeq #34,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x50},        // jeq #80,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x4f},        // jeq #79,53
-	{Code: 0x0015, Jt: 52, Jf: 0, K: 0x2c},        // jeq #44,52
-	{Code: 0x0015, Jt: 51, Jf: 0, K: 0x2e},        // jeq #46,51
-	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x19},        // jeq #25,50
-	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x3d},        // jeq #61,49
-	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x3e},        // jeq #62,48
-	{Code: 0x0015, Jt: 47, Jf: 0, K: 0xc0},        // jeq #192,47
-	{Code: 0x0015, Jt: 46, Jf: 0, K: 0xbe},        // jeq #190,46
-	{Code: 0x0015, Jt: 45, Jf: 0, K: 0x59},        // jeq #89,45
-	{Code: 0x0015, Jt: 44, Jf: 0, K: 0x1b2},       // jeq #434,44
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x62},        // jeq #98,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x65},        // jeq #101,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0x73},        // jeq #115,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0x7c},        // jeq #124,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xde},        // jeq #222,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0xd7},        // jeq #215,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0xe9},        // jeq #233,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0xe2},        // jeq #226,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x8b},        // jeq #139,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x87},        // jeq #135,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x84},        // jeq #132,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0xb2},        // jeq #178,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0xac},        // jeq #172,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x5d},        // jeq #93,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x5e},        // jeq #94,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x80},        // jeq #128,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x71},        // jeq #113,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0xa9},        // jeq #169,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x16},        // jeq #22,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x1b9},       // jeq #441,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x15},        // jeq #21,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x49},        // jeq #73,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0xf3},        // jeq #243,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x43},        // jeq #67,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x44},        // jeq #68,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x3f},        // jeq #63,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x40},        // jeq #64,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x38},        // jeq #56,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x39},        // jeq #57,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x114},       // jeq #276,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x23},        // jeq #35,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x22},        // jeq #34,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x50},        // jeq #80,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x4f},        // jeq #79,58
+	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x2c},        // jeq #44,57
+	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x2e},        // jeq #46,56
+	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x19},        // jeq #25,55
+	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x3d},        // jeq #61,54
+	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x3e},        // jeq #62,53
+	{Code: 0x0015, Jt: 52, Jf: 0, K: 0xc0},        // jeq #192,52
+	{Code: 0x0015, Jt: 51, Jf: 0, K: 0xbe},        // jeq #190,51
+	{Code: 0x0015, Jt: 50, Jf: 0, K: 0x59},        // jeq #89,50
+	{Code: 0x0015, Jt: 49, Jf: 0, K: 0x1b2},       // jeq #434,49
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xdc},         // jneq #220,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0045, Jt: 41, Jf: 0, K: 0x0},         // jset #0,41
+	{Code: 0x0045, Jt: 46, Jf: 0, K: 0x0},         // jset #0,46
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0045, Jt: 39, Jf: 0, K: 0x10000},     // jset #65536,39
+	{Code: 0x0045, Jt: 44, Jf: 0, K: 0x10000},     // jset #65536,44
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xcb},         // jneq #203,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
-	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,34
+	{Code: 0x0015, Jt: 39, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,39
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x83},         // jneq #131,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 34, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,34
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xce},         // jneq #206,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2

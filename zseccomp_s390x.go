@@ -12,64 +12,68 @@ const seccompVerified = true
 // seccompFilter for s390x: see allowed and killed in sandbox.go.
 var seccompFilter = []unix.SockFilter{
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x4},          // ld [4]
-	{Code: 0x0015, Jt: 0, Jf: 117, K: 0x80000016}, // jneq #2147483670,117
+	{Code: 0x0015, Jt: 0, Jf: 121, K: 0x80000016}, // jneq #2147483670,121
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x0},          // ld [0]
-	{Code: 0x0015, Jt: 98, Jf: 0, K: 0xee},        // jeq #238,98
-	{Code: 0x0015, Jt: 97, Jf: 0, K: 0xa2},        // jeq #162,97
-	{Code: 0x0015, Jt: 96, Jf: 0, K: 0x106},       // jeq #262,96
-	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x9e},        // jeq #158,95
-	{Code: 0x0015, Jt: 94, Jf: 0, K: 0x5a},        // jeq #90,94
-	{Code: 0x0015, Jt: 93, Jf: 0, K: 0x5b},        // jeq #91,93
-	{Code: 0x0015, Jt: 92, Jf: 0, K: 0xdb},        // jeq #219,92
-	{Code: 0x0015, Jt: 91, Jf: 0, K: 0x7d},        // jeq #125,91
-	{Code: 0x0015, Jt: 90, Jf: 0, K: 0xad},        // jeq #173,90
-	{Code: 0x0015, Jt: 89, Jf: 0, K: 0xaf},        // jeq #175,89
-	{Code: 0x0015, Jt: 88, Jf: 0, K: 0xba},        // jeq #186,88
-	{Code: 0x0015, Jt: 87, Jf: 0, K: 0xec},        // jeq #236,87
-	{Code: 0x0015, Jt: 86, Jf: 0, K: 0xf1},        // jeq #241,86
-	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x14},        // jeq #20,85
-	{Code: 0x0015, Jt: 84, Jf: 0, K: 0x1},         // jeq #1,84
-	{Code: 0x0015, Jt: 83, Jf: 0, K: 0xf8},        // jeq #248,83
-	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x7},         // jeq #7,82
-	{Code: 0x0015, Jt: 81, Jf: 0, K: 0x104},       // jeq #260,81
-	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x4e},        // jeq #78,80
-	{Code: 0x0015, Jt: 79, Jf: 0, K: 0xfb},        // jeq #251,79
-	{Code: 0x0015, Jt: 78, Jf: 0, K: 0x138},       // jeq #312,78
-	{Code: 0x0015, Jt: 77, Jf: 0, K: 0x1b9},       // jeq #441,77
-	{Code: 0x0015, Jt: 76, Jf: 0, K: 0xfa},        // jeq #250,76
-	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x12e},       // jeq #302,75
-	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x165},       // jeq #357,74
-	{Code: 0x0015, Jt: 73, Jf: 0, K: 0xb4},        // jeq #180,73
-	{Code: 0x0015, Jt: 72, Jf: 0, K: 0xb5},        // jeq #181,72
-	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x3},         // jeq #3,71
-	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x4},         // jeq #4,70
-	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x120},       // jeq #288,69
-	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x6},         // jeq #6,68
-	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x15b},       // jeq #347,67
-	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x126},       // jeq #294,66
-	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x121},       // jeq #289,65
-	{Code: 0x0015, Jt: 64, Jf: 0, K: 0x6c},        // jeq #108,64
-	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x125},       // jeq #293,63
-	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x64},        // jeq #100,62
-	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x5d},        // jeq #93,61
-	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x37},        // jeq #55,60
-	{Code: 0x0015, Jt: 59, Jf: 0, K: 0xdc},        // jeq #220,59
-	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x13},        // jeq #19,58
-	{Code: 0x0015, Jt: 57, Jf: 0, K: 0x188},       // jeq #392,57
-	{Code: 0x0015, Jt: 56, Jf: 0, K: 0x189},       // jeq #393,56
-	{Code: 0x0015, Jt: 55, Jf: 0, K: 0x33},        // jeq #51,55
-	{Code: 0x0015, Jt: 54, Jf: 0, K: 0x1b2},       // jeq #434,54
-	{Code: 0x0015, Jt: 53, Jf: 0, K: 0x10a},       // jeq #266,53
+	{Code: 0x0015, Jt: 102, Jf: 0, K: 0xee},       // jeq #238,102
+	{Code: 0x0015, Jt: 101, Jf: 0, K: 0xa2},       // jeq #162,101
+	{Code: 0x0015, Jt: 100, Jf: 0, K: 0x106},      // jeq #262,100
+	{Code: 0x0015, Jt: 99, Jf: 0, K: 0x9e},        // jeq #158,99
+	{Code: 0x0015, Jt: 98, Jf: 0, K: 0x5a},        // jeq #90,98
+	{Code: 0x0015, Jt: 97, Jf: 0, K: 0x5b},        // jeq #91,97
+	{Code: 0x0015, Jt: 96, Jf: 0, K: 0xdb},        // jeq #219,96
+	{Code: 0x0015, Jt: 95, Jf: 0, K: 0x7d},        // jeq #125,95
+	{Code: 0x0015, Jt: 94, Jf: 0, K: 0xad},        // jeq #173,94
+	{Code: 0x0015, Jt: 93, Jf: 0, K: 0xaf},        // jeq #175,93
+	{Code: 0x0015, Jt: 92, Jf: 0, K: 0xba},        // jeq #186,92
+	{Code: 0x0015, Jt: 91, Jf: 0, K: 0xec},        // jeq #236,91
+	{Code: 0x0015, Jt: 90, Jf: 0, K: 0x14},        // jeq #20,90
+	{Code: 0x0015, Jt: 89, Jf: 0, K: 0x1},         // jeq #1,89
+	{Code: 0x0015, Jt: 88, Jf: 0, K: 0xf8},        // jeq #248,88
+	{Code: 0x0015, Jt: 87, Jf: 0, K: 0x7},         // jeq #7,87
+	{Code: 0x0015, Jt: 86, Jf: 0, K: 0x104},       // jeq #260,86
+	{Code: 0x0015, Jt: 85, Jf: 0, K: 0x4e},        // jeq #78,85
+	{Code: 0x0015, Jt: 84, Jf: 0, K: 0xfb},        // jeq #251,84
+	{Code: 0x0015, Jt: 83, Jf: 0, K: 0x138},       // jeq #312,83
+	{Code: 0x0015, Jt: 82, Jf: 0, K: 0x1b9},       // jeq #441,82
+	{Code: 0x0015, Jt: 81, Jf: 0, K: 0xfa},        // jeq #250,81
+	{Code: 0x0015, Jt: 80, Jf: 0, K: 0x12e},       // jeq #302,80
+	{Code: 0x0015, Jt: 79, Jf: 0, K: 0x165},       // jeq #357,79
+	{Code: 0x0015, Jt: 78, Jf: 0, K: 0xb4},        // jeq #180,78
+	{Code: 0x0015, Jt: 77, Jf: 0, K: 0xb5},        // jeq #181,77
+	{Code: 0x0015, Jt: 76, Jf: 0, K: 0x3},         // jeq #3,76
+	{Code: 0x0015, Jt: 75, Jf: 0, K: 0x4},         // jeq #4,75
+	{Code: 0x0015, Jt: 74, Jf: 0, K: 0x120},       // jeq #288,74
+	{Code: 0x0015, Jt: 73, Jf: 0, K: 0x6},         // jeq #6,73
+	{Code: 0x0015, Jt: 72, Jf: 0, K: 0x15b},       // jeq #347,72
+	{Code: 0x0015, Jt: 71, Jf: 0, K: 0x126},       // jeq #294,71
+	{Code: 0x0015, Jt: 70, Jf: 0, K: 0x121},       // jeq #289,70
+	{Code: 0x0015, Jt: 69, Jf: 0, K: 0x6c},        // jeq #108,69
+	{Code: 0x0015, Jt: 68, Jf: 0, K: 0x125},       // jeq #293,68
+	{Code: 0x0015, Jt: 67, Jf: 0, K: 0x64},        // jeq #100,67
+	{Code: 0x0015, Jt: 66, Jf: 0, K: 0x5d},        // jeq #93,66
+	{Code: 0x0015, Jt: 65, Jf: 0, K: 0x37},        // jeq #55,65
+	{Code: 0x0015, Jt: 64, Jf: 0, K: 0xdc},        // jeq #220,64
+	{Code: 0x0015, Jt: 63, Jf: 0, K: 0x13},        // jeq #19,63
+	{Code: 0x0015, Jt: 62, Jf: 0, K: 0x188},       // jeq #392,62
+	{Code: 0x0015, Jt: 61, Jf: 0, K: 0x189},       // jeq #393,61
+	{Code: 0x0015, Jt: 60, Jf: 0, K: 0x33},        // jeq #51,60
+	{Code: 0x0015, Jt: 59, Jf: 0, K: 0x1b2},       // jeq #434,59
+	{Code: 0x0015, Jt: 58, Jf: 0, K: 0x10a},       // jeq #266,58
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x78},         // jneq #120,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x18},         // ld [24]
-	{Code: 0x0045, Jt: 50, Jf: 0, K: 0x0},         // jset #0,50
+	{Code: 0x0045, Jt: 55, Jf: 0, K: 0x0},         // jset #0,55
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x1c},         // ld [28]
-	{Code: 0x0045, Jt: 48, Jf: 0, K: 0x10000},     // jset #65536,48
+	{Code: 0x0045, Jt: 53, Jf: 0, K: 0x10000},     // jset #65536,53
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x16a},        // jneq #362,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
-	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,43
+	{Code: 0x0015, Jt: 48, Jf: 0, K: 0x5ec0f001},  // jeq #1589702657,48
+	{Code: 0x0015, Jt: 0, Jf: 4, K: 0xf1},         // jneq #241,4
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
+	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
+	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x14},         // ld [20]
+	{Code: 0x0015, Jt: 43, Jf: 0, K: 0x5ec0f004},  // jeq #1589702660,43
 	{Code: 0x0015, Jt: 0, Jf: 4, K: 0x171},        // jneq #369,4
 	{Code: 0x0020, Jt: 0, Jf: 0, K: 0x10},         // ld [16]
 	{Code: 0x0015, Jt: 0, Jf: 2, K: 0x0},          // jneq #0,2
