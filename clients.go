@@ -31,7 +31,9 @@ type clientWatch struct {
 	tampered  tamper    // the kinds of tampering seen (each logged once)
 	foreign   bool      // another process's set holds the public key (logged once)
 
-	readLockSeen time.Time // when a read lock last stood for a client the count did not show
+	lockLook time.Time // when the shadow files were last looked at for read locks (readLocked)
+	lockSeen bool      // whether that look found one
+	lookOp   int       // the pid of the last operation on the client count then
 
 	dropped uint64 // records dropped for want of a client, since start
 }
@@ -39,15 +41,19 @@ type clientWatch struct {
 // drop counts n records dropped for want of a client.
 func (c *clientWatch) drop(n uint64) { c.dropped += n }
 
-// sawReadLock records that a read-locked shadow file stood, at now, for a
-// client the count did not show: the files are not looked at again for a
-// second (each look lists the directory, and takes the lock).
-func (c *clientWatch) sawReadLock(now time.Time) { c.readLockSeen = now }
+// looked records a look for read locks at now, what it found, and op, the
+// pid of the last operation on the client count then.
+func (c *clientWatch) looked(now time.Time, found bool, op int) {
+	c.lockLook, c.lockSeen, c.lookOp = now, found, op
+}
 
-// readLockFresh reports whether a read lock stood for a client less than a
-// second before now.
-func (c *clientWatch) readLockFresh(now time.Time) bool {
-	return !c.readLockSeen.IsZero() && now.Before(c.readLockSeen.Add(tick))
+// lookedSince reports whether the last look for read locks still holds at
+// now, with op the pid of the last operation on the client count, and what
+// it found: a lock found, for a second; none found, for a second unless the
+// count has been operated on since (a client registered, or a user set it).
+func (c *clientWatch) lookedSince(now time.Time, op int) (holds, found bool) {
+	recent := !c.lockLook.IsZero() && now.Sub(c.lockLook) < tick
+	return recent && (c.lockSeen || op == c.lookOp), c.lockSeen
 }
 
 // gcAt sets the time of the next collection.
@@ -130,9 +136,10 @@ func (d *daemon) clientsPresent() (bool, error) {
 	case clientsCopy:
 		return true, nil
 	case clientsDrop:
-		return false, nil
+		busy, _ := d.readLocked(false) // a failed look: no client to copy for
+		return busy, nil
 	}
-	if d.clients.readLockFresh(d.turn.now) {
+	if holds, found := d.clients.lookedSince(d.turn.now, 0); holds && found { // a lock found holds whatever op
 		return true, nil
 	}
 	if !d.lock() {
@@ -143,9 +150,8 @@ func (d *daemon) clientsPresent() (bool, error) {
 		// Any local user can set the count to 100 (the set is mode 0666):
 		// a read-locked file is a client, whatever the count says.
 		var busy bool
-		if busy, err = d.sh.anyInUse(); busy {
+		if busy, err = d.readLocked(true); busy {
 			clients = 1
-			d.clients.sawReadLock(d.turn.now)
 		} else if err == nil {
 			err = d.sh.reset()
 		}
@@ -155,6 +161,21 @@ func (d *daemon) clientsPresent() (bool, error) {
 		err = d.sh.dropOthers()
 	}
 	return clients > 0, err
+}
+
+// readLocked reports whether a client read-locks a shadow file, which
+// stands for a client whatever the count says: any local user can set it
+// to zero (the set is mode 0666). A look opens the files (and lists the
+// directory): the last one's answer is taken while it holds (lookedSince),
+// but before a reset, which empties the files, only a lock found is.
+func (d *daemon) readLocked(fresh bool) (bool, error) {
+	op := d.sem.lastOp()
+	if holds, found := d.clients.lookedSince(d.turn.now, op); holds && (found || !fresh) {
+		return found, nil
+	}
+	busy, err := d.sh.anyInUse()
+	d.clients.looked(d.turn.now, busy, op)
+	return busy, err
 }
 
 // reclaimPublic makes the public set anew (semaphores.recreate) and says

@@ -341,6 +341,13 @@ func (s *semaphores) values() (clients int, lockFree bool, err error) {
 	return maxClients - int(s.vals[semClients]), s.vals[semLock] > 0, nil
 }
 
+// lastOp returns the pid of the last operation on the client count (GETPID;
+// 0 if unknown): a client registering or leaving, or a user setting it.
+func (s *semaphores) lastOp() int {
+	pid, _ := semctl(s.public, semClients, getPID, nil)
+	return pid
+}
+
 // lockForged reports whether the last values read a lock above 1, which no
 // daemon or client makes: a local user raised it (the set is mode 0666).
 func (s *semaphores) lockForged() bool { return s.vals[semLock] > 1 }
