@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -110,14 +111,15 @@ func TestIntegrationResetSparesLockedFiles(t *testing.T) {
 	}
 }
 
-// semopEnv makes the re-executed test binary do one semop on the public
-// set, "num:delta" (no SEM_UNDO), as any local user can, and exit.
+// semopEnv makes the re-executed test binary do one semop, "num:delta"
+// on the public set or "num:delta:key" (no SEM_UNDO), as any local user
+// can, and exit.
 const semopEnv = "ATOPACCTD_TEST_SEMOP"
 
 func semopMain(spec string) {
-	var num, delta int
-	fmt.Sscanf(spec, "%d:%d", &num, &delta)
-	id, err := semget(publicKey, 0, 0)
+	num, delta, key := 0, 0, publicKey
+	fmt.Sscanf(spec, "%d:%d:%d", &num, &delta, &key)
+	id, err := semget(key, 0, 0)
 	if err == nil {
 		err = semop(id, []sembuf{{uint16(num), int16(delta), unix.IPC_NOWAIT}})
 	}
@@ -128,18 +130,63 @@ func semopMain(spec string) {
 	os.Exit(0)
 }
 
-// semgetEnv makes the re-executed test binary create the public key with
-// "nsems:mode" (octal), as any local user can, and exit.
+// semgetEnv makes the re-executed test binary create a key first, as any
+// local user can, and exit: "nsems:mode" (octal) for the public key, or
+// "nsems:mode:key:value" with semaphore 0 raised to value (no SEM_UNDO).
 const semgetEnv = "ATOPACCTD_TEST_SEMGET"
 
 func semgetMain(spec string) {
-	var nsems, mode int
-	fmt.Sscanf(spec, "%d:%o", &nsems, &mode)
-	if _, err := semget(publicKey, nsems, unix.IPC_CREAT|unix.IPC_EXCL|mode); err != nil {
+	nsems, mode, key, value := 0, 0, publicKey, 0
+	fmt.Sscanf(spec, "%d:%o:%d:%d", &nsems, &mode, &key, &value)
+	id, err := semget(key, nsems, unix.IPC_CREAT|unix.IPC_EXCL|mode)
+	if err == nil && value > 0 {
+		err = semop(id, []sembuf{{0, int16(value), 0}})
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "semget:", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// attackEnv makes the re-executed test binary attack as any local user
+// can, until its standard input closes: "lock-high" pushes the public lock
+// back to 32767 whenever it is below; "hold" read-locks the file open on
+// descriptor 3 and registers once (SEM_UNDO). It prints "ready" once the
+// attack is in place.
+const attackEnv = "ATOPACCTD_TEST_ATTACK"
+
+func attackMain(how string) {
+	id, err := semget(publicKey, 0, 0)
+	if err == nil && how == "hold" {
+		lk := unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 0}
+		if err = unix.FcntlFlock(3, unix.F_SETLK, &lk); err == nil {
+			err = semop(id, []sembuf{{semClients, -1, semUndo | unix.IPC_NOWAIT}})
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, how+":", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	done := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(done) }()
+	for {
+		select {
+		case <-done:
+			os.Exit(0)
+		default:
+		}
+		if how != "lock-high" {
+			<-done
+			continue
+		}
+		for range 1000 {
+			if v, err := semctl(id, semLock, getVal, nil); err == nil && v < 32767 {
+				semop(id, []sembuf{{semLock, int16(32767 - v), unix.IPC_NOWAIT}})
+			}
+		}
+	}
 }
 
 // removePublicSet removes the public set, as ipcrm does.

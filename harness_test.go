@@ -38,8 +38,9 @@ var childModes = []struct {
 	{stormEnv, stormMain, false},           // client_test.go: a storm of exits
 	{acctEnv, acctMain, false},             // client_test.go: acct(2) on a file
 	{clientEnv, clientMain, false},         // client_test.go: a client following the shadow files
-	{semopEnv, semopMain, false},           // clients_test.go: semop on the public set, as any user
-	{semgetEnv, semgetMain, false},         // clients_test.go: the public key taken first
+	{semopEnv, semopMain, false},           // clients_test.go: one semop, as any user
+	{semgetEnv, semgetMain, false},         // clients_test.go: a key taken first, as any user
+	{attackEnv, attackMain, false},         // clients_test.go: a lasting attack, as any user
 	{probeSandboxEnv, probeSandbox, false}, // sandbox_test.go: what the sandbox refuses
 	{leadersEnv, leadersMain, true},        // processes whose leader exits before its threads
 	{leaderEnv, leaderMain, true},          // one of them
