@@ -278,3 +278,35 @@ func TestIntegrationClientCountTampered(t *testing.T) {
 		t.Errorf("%d lines about the tampering, want 1:\n%s", n, log)
 	}
 }
+
+// TestLookedSince: a look for read locks holds for a second when it found
+// one; when it found none, only while nobody has operated on the count.
+func TestLookedSince(t *testing.T) {
+	at := time.Unix(1000, 0)
+	for _, tt := range []struct {
+		name        string
+		found       bool
+		after       time.Duration
+		op          int
+		holds, want bool
+	}{
+		{"found, just now", true, 0, 7, true, true},
+		{"found, count set since", true, 500 * time.Millisecond, 8, true, true},
+		{"found, a second on", true, tick, 7, false, true},
+		{"none, count untouched", false, 500 * time.Millisecond, 7, true, false},
+		{"none, count set since", false, 500 * time.Millisecond, 8, false, false},
+		{"none, a second on", false, tick, 7, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var c clientWatch
+			if holds, _ := c.lookedSince(at, 7); holds {
+				t.Fatal("a look that never happened holds")
+			}
+			c.looked(at, tt.found, 7)
+			holds, found := c.lookedSince(at.Add(tt.after), tt.op)
+			if holds != tt.holds || found != tt.want {
+				t.Errorf("lookedSince = %v, %v; want %v, %v", holds, found, tt.holds, tt.want)
+			}
+		})
+	}
+}
