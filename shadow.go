@@ -134,8 +134,8 @@ const shadowMaxPart = 10
 const noLimit = 1 << 62
 
 // setLimit sets the bytes the shadow files may take (collect); 0 means
-// 1/shadowMaxPart of the top directory's file system. It returns the limit.
-func (s *shadow) setLimit(bytes int64) int64 {
+// 1/shadowMaxPart of the top directory's file system.
+func (s *shadow) setLimit(bytes int64) {
 	var st unix.Statfs_t
 	if bytes == 0 && unix.Fstatfs(s.top, &st) == nil {
 		bytes = int64(st.Blocks) * int64(st.Frsize) / shadowMaxPart
@@ -144,7 +144,6 @@ func (s *shadow) setLimit(bytes int64) int64 {
 		bytes = noLimit // the file system does not say: none but the disk guard
 	}
 	s.limit = bytes
-	return bytes
 }
 
 // setRecordSize sets the size of the records the kernel writes, known once
