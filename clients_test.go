@@ -84,12 +84,7 @@ func TestIntegrationResetSparesLockedFiles(t *testing.T) {
 	startDaemon(t, bin, top, "--records", "30")
 	c := attached(t, top)
 	follow(t, c, storm(t, 50))
-	id, err := semget(publicKey, 2, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	asNobody(t, semopEnv+"=0:1") // any local user's +1
-	t.Cleanup(func() { semop(id, []sembuf{{semClients, -1, unix.IPC_NOWAIT}}) })
+	forgeAsNobody(t, semClients, 1) // any local user's +1
 	if n, _ := publicClients(); n != 0 {
 		t.Fatalf("%d clients counted after the +1, want 0", n)
 	}
@@ -128,6 +123,18 @@ func semopMain(spec string) {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// forgeAsNobody does one semop on the public set as uid 65534 (sem num,
+// delta, no SEM_UNDO), as any local user can, and undoes it at cleanup.
+func forgeAsNobody(t *testing.T, num uint16, delta int16) {
+	t.Helper()
+	asNobody(t, fmt.Sprintf("%s=%d:%d", semopEnv, num, delta))
+	t.Cleanup(func() {
+		if id, err := semget(publicKey, 0, 0); err == nil {
+			semop(id, []sembuf{{num, -delta, unix.IPC_NOWAIT}})
+		}
+	})
 }
 
 // semgetEnv makes the re-executed test binary create a key first, as any
@@ -266,12 +273,7 @@ func TestIntegrationClientCountTampered(t *testing.T) {
 	_, log := startForeground(t, bin, top, "--pidfile", "", "--records", "30")
 	c := attached(t, top)
 	follow(t, c, storm(t, 50))
-	asNobody(t, semopEnv+"=0:101")
-	t.Cleanup(func() {
-		if id, err := semget(publicKey, 0, 0); err == nil {
-			semop(id, []sembuf{{semClients, -101, unix.IPC_NOWAIT}})
-		}
-	})
+	forgeAsNobody(t, semClients, 101)
 	after := storm(t, 50)
 	follow(t, c, after)
 	if n := strings.Count(log.String(), "tampered with by a local user"); n != 1 {

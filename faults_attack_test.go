@@ -60,12 +60,7 @@ func TestFaultLockPushedHigh(t *testing.T) {
 	// A collection every 50 ms takes the lock twenty times a second too.
 	cmd, log := startForeground(t, bin, top, "--pidfile", "", "--records", "30", "--gc-interval", "50ms")
 	c := attached(t, top)
-	asNobody(t, semopEnv+"=0:1")
-	t.Cleanup(func() {
-		if id, err := semget(publicKey, 0, 0); err == nil {
-			semop(id, []sembuf{{semClients, -1, unix.IPC_NOWAIT}})
-		}
-	})
+	forgeAsNobody(t, semClients, 1)
 	_, stop := attacker(t, "lock-high")
 	during, stopStorm := stoppableStorm(t, 1<<20) // deliveries while the attack runs
 	// The attack wins once the attacker runs while the daemon holds the
